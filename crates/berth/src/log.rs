@@ -1,0 +1,68 @@
+//! Log lines as runc writes them: `{"level":"error","msg":"...","time":"..."}` with
+//! --log-format json (containerd and podman parse these), logfmt-like text otherwise.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use berth_cli::LogFormat;
+
+pub struct Logger {
+    file: Option<File>,
+    format: LogFormat,
+    debug: bool,
+}
+
+impl Logger {
+    pub fn new(path: Option<&Path>, format: LogFormat, debug: bool) -> Logger {
+        let file = path.and_then(|p| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| eprintln!("berth: cannot open log file {}: {e}", p.display()))
+                .ok()
+        });
+        Logger {
+            file,
+            format,
+            debug,
+        }
+    }
+
+    fn line(&self, level: &str, msg: &str) -> String {
+        let time = libberth::state::now_rfc3339();
+        match self.format {
+            LogFormat::Json => {
+                let v = serde_json::json!({"level": level, "msg": msg, "time": time});
+                format!("{v}\n")
+            }
+            LogFormat::Text => format!("time=\"{time}\" level={level} msg={msg:?}\n"),
+        }
+    }
+
+    fn write(&self, level: &str, msg: &str) {
+        if let Some(mut f) = self.file.as_ref() {
+            let _ = f.write_all(self.line(level, msg).as_bytes());
+        }
+    }
+
+    pub fn debug(&self, msg: &str) {
+        if self.debug {
+            self.write("debug", msg);
+            if self.file.is_none() {
+                eprint!("{}", self.line("debug", msg));
+            }
+        }
+    }
+
+    pub fn warn(&self, msg: &str) {
+        self.write("warning", msg);
+    }
+
+    /// Errors go to the log file and always to stderr, as runc does.
+    pub fn error(&self, msg: &str) {
+        self.write("error", msg);
+        eprintln!("berth: {msg}");
+    }
+}

@@ -1,0 +1,197 @@
+//! `berth`: a runc-compatible OCI runtime. Parses the command line and calls libberth.
+
+mod log;
+mod run;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use berth_cli::{Command, GlobalOpts, ListFormat};
+use clap::Parser;
+use libberth::{ConsoleTarget, CreateOptions, Runtime};
+
+fn main() -> ExitCode {
+    let opts = GlobalOpts::parse();
+    let logger = log::Logger::new(opts.log.as_deref(), opts.log_format, opts.debug);
+    if opts.version {
+        print_version();
+        return ExitCode::SUCCESS;
+    }
+    let Some(cmd) = opts.command else {
+        use clap::CommandFactory;
+        let _ = GlobalOpts::command().print_help();
+        return ExitCode::from(1);
+    };
+    let rt = Runtime {
+        root: opts.root.clone(),
+        systemd_cgroup: opts.systemd_cgroup,
+    };
+    logger.debug(&format!("{cmd:?}"));
+    match dispatch(&rt, cmd, &logger) {
+        Ok(code) => code,
+        Err((id, e)) => {
+            let msg = match id {
+                Some(id) => format!("container {id:?}: {}", e.chain()),
+                None => e.chain(),
+            };
+            logger.error(&msg);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_version() {
+    let (a, b, c) = libberth::libseccomp_version();
+    println!("berth version {}", env!("CARGO_PKG_VERSION"));
+    println!("spec: {}", libberth::spec::OCI_VERSION_MAX);
+    println!("libseccomp: {a}.{b}.{c}");
+}
+
+type CmdResult = Result<ExitCode, (Option<String>, libberth::Error)>;
+
+fn with_id<T>(id: &str, r: libberth::Result<T>) -> Result<T, (Option<String>, libberth::Error)> {
+    r.map_err(|e| (Some(id.to_string()), e))
+}
+
+fn dispatch(rt: &Runtime, cmd: Command, logger: &log::Logger) -> CmdResult {
+    match cmd {
+        Command::Create(c) => {
+            let o = create_options(&c.container_id, &c.opts);
+            with_id(&c.container_id, rt.create(&o))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Start(s) => {
+            with_id(&s.container_id, rt.start(&s.container_id))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::State(s) => {
+            let json = with_id(&s.container_id, rt.state(&s.container_id))?;
+            println!("{json}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Kill(k) => {
+            let sig = with_id(&k.container_id, libberth::signal::parse_signal(&k.signal))?;
+            with_id(&k.container_id, rt.kill(&k.container_id, sig, k.all))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delete(d) => {
+            match rt.delete(&d.container_id, d.force) {
+                // runc: deleting a missing container with --force succeeds.
+                Err(libberth::Error::NotFound(_)) if d.force => Ok(ExitCode::SUCCESS),
+                r => with_id(&d.container_id, r).map(|_| ExitCode::SUCCESS),
+            }
+        }
+        Command::Run(r) => run::run(rt, &r, logger),
+        Command::List(l) => {
+            let list = rt.list().map_err(|e| (None, e))?;
+            print_list(&list, l.format, l.quiet);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Spec(s) => {
+            let path = s.bundle.join("config.json");
+            if path.exists() {
+                return Err((
+                    None,
+                    libberth::Error::Unsupported(format!(
+                        "{} exists; remove it first",
+                        path.display()
+                    )),
+                ));
+            }
+            let rootless = s.rootless.then(|| {
+                (
+                    nix::unistd::getuid().as_raw(),
+                    nix::unistd::getgid().as_raw(),
+                )
+            });
+            let v = libberth::default_spec::default_spec(rootless);
+            let text = serde_json::to_string_pretty(&v).expect("json");
+            std::fs::write(&path, text + "\n").map_err(|e| {
+                (
+                    None,
+                    libberth::Error::Unsupported(format!("write {}: {e}", path.display())),
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Features(_) => {
+            let v = libberth::features::features();
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn create_options(id: &str, c: &berth_cli::CreateOpts) -> CreateOptions {
+    CreateOptions {
+        id: id.to_string(),
+        bundle: c.bundle.clone(),
+        console: c.console_socket.clone().map(ConsoleTarget::Socket),
+        pid_file: c.pid_file.clone(),
+        no_pivot: c.no_pivot,
+        no_new_keyring: c.no_new_keyring,
+        preserve_fds: c.preserve_fds,
+    }
+}
+
+fn print_list(
+    list: &[(libberth::state::Saved, libberth::Status)],
+    format: ListFormat,
+    quiet: bool,
+) {
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for (s, _) in list {
+            let _ = writeln!(out, "{}", s.id);
+        }
+        return;
+    }
+    match format {
+        ListFormat::Json => {
+            if list.is_empty() {
+                let _ = writeln!(out, "null");
+                return;
+            }
+            let v: Vec<_> = list.iter().map(|(s, st)| s.report(*st)).collect();
+            let _ = writeln!(out, "{}", serde_json::to_string(&v).expect("json"));
+        }
+        ListFormat::Table => {
+            let rows: Vec<[String; 6]> = std::iter::once(
+                ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from),
+            )
+            .chain(list.iter().map(|(s, st)| {
+                let pid = if *st == libberth::Status::Stopped {
+                    0
+                } else {
+                    s.pid
+                };
+                [
+                    s.id.clone(),
+                    pid.to_string(),
+                    st.to_string(),
+                    s.bundle.display().to_string(),
+                    s.created.clone(),
+                    s.owner.clone(),
+                ]
+            }))
+            .collect();
+            let mut widths = [0usize; 6];
+            for r in &rows {
+                for (i, c) in r.iter().enumerate() {
+                    widths[i] = widths[i].max(c.len());
+                }
+            }
+            for r in &rows {
+                let mut line = String::new();
+                for (i, c) in r.iter().enumerate() {
+                    if i == 5 {
+                        line.push_str(c);
+                    } else {
+                        line.push_str(&format!("{c:<w$}", w = (widths[i] + 3).max(12)));
+                    }
+                }
+                let _ = writeln!(out, "{}", line.trim_end());
+            }
+        }
+    }
+}

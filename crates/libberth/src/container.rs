@@ -1,0 +1,657 @@
+//! The lifecycle operations: create, start, state, kill, delete, list. Each takes the
+//! per-container lock for its whole run, so concurrent commands on one id are serialised.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+use oci_spec::runtime::LinuxNamespaceType;
+
+use crate::caps::CapSets;
+use crate::channel::{Channel, Msg};
+use crate::error::{Context, Error, Result};
+use crate::hooks;
+use crate::init::{self, InitConfig};
+use crate::namespace::{self, Namespaces};
+use crate::rootfs::CgroupHierarchy;
+use crate::spec::{self, Bundle};
+use crate::state::{self, Op, Saved, StateDir, Status};
+
+/// Where state lives and how cgroups are named; from the global flags.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub root: PathBuf,
+    pub systemd_cgroup: bool,
+}
+
+/// What happens to the pty master of a terminal container.
+#[derive(Debug, Clone)]
+pub enum ConsoleTarget {
+    /// Send it to this AF_UNIX socket (runc's --console-socket).
+    Socket(PathBuf),
+    /// Hand it back to the caller (`run` in the foreground proxies it).
+    Return,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub console: Option<ConsoleTarget>,
+    pub pid_file: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+/// A container that `create` left waiting for `start`.
+#[derive(Debug)]
+pub struct Created {
+    pub pid: i32,
+    pub console_master: Option<OwnedFd>,
+}
+
+impl Runtime {
+    /// Validates everything, then builds the container up to the exec fifo. On any error
+    /// nothing is left: no process, cgroup or state directory.
+    pub fn create(&self, o: &CreateOptions) -> Result<Created> {
+        state::validate_id(&o.id)?;
+        let bundle = spec::load_bundle(&o.bundle)?;
+        let sp = &bundle.spec;
+        let linux = sp.linux().as_ref().expect("validated");
+        let process = sp.process().as_ref().expect("validated");
+        let ns = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or(&[]))
+            .map_err(|r| cfg_err(&bundle, "linux.namespaces", r))?;
+        if !ns.creates(LinuxNamespaceType::Mount) {
+            return Err(cfg_err(
+                &bundle,
+                "linux.namespaces",
+                "berth needs a new mount namespace".into(),
+            ));
+        }
+        let terminal = process.terminal().unwrap_or(false);
+        if terminal && o.console.is_none() {
+            return Err(cfg_err(
+                &bundle,
+                "process.terminal",
+                "a terminal needs --console-socket (or `run` in the foreground)".into(),
+            ));
+        }
+        let seccomp = match linux.seccomp() {
+            Some(s) => Some(berth_seccomp::compile(s)?),
+            None => None,
+        };
+        let caps = process
+            .capabilities()
+            .as_ref()
+            .map(CapSets::from_spec)
+            .unwrap_or_else(CapSets::empty);
+        let cgroup = berth_cgroups::Manager::new(&berth_cgroups::CgroupSetup {
+            cgroups_path: linux.cgroups_path().as_deref(),
+            container_id: &o.id,
+            systemd: self.systemd_cgroup,
+        })?;
+        let resources = cgroup_resources(linux);
+        cgroup.validate(&resources)?;
+        let ns_files = namespace::open_joined(&ns)?;
+
+        let dir = StateDir::create(&self.root, &o.id)?;
+        let mut guard = CreateGuard {
+            dir: Some(dir),
+            cgroup: None,
+            pid: None,
+        };
+        let mut saved = Saved {
+            oci_version: sp.version().clone(),
+            id: o.id.clone(),
+            pid: 0,
+            pid_start: 0,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: state::now_rfc3339(),
+            owner: owner_name(),
+            annotations: sp.annotations().clone().unwrap_or_default(),
+            cgroup: Some(cgroup.clone()),
+            own_pid_ns: ns.creates(LinuxNamespaceType::Pid),
+            hooks: sp.hooks().clone(),
+            status: Status::Creating,
+        };
+        let dir = guard.dir.as_ref().expect("set above");
+        dir.save(&saved)?;
+        let fifo = dir.fifo();
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
+            .ctx(|| format!("mkfifo {}", fifo.display()))?;
+        let uid0 = host_id_of_root(linux.uid_mappings().as_deref());
+        let gid0 = host_id_of_root(linux.gid_mappings().as_deref());
+        nix::unistd::chown(
+            &fifo,
+            Some(nix::unistd::Uid::from_raw(uid0)),
+            Some(nix::unistd::Gid::from_raw(gid0)),
+        )
+        .ctx(|| format!("chown {}", fifo.display()))?;
+
+        cgroup.create()?;
+        guard.cgroup = Some(cgroup.clone());
+        cgroup.apply_resources(&resources)?;
+        let hierarchies = cgroup_view(&cgroup);
+
+        let cfg = InitConfig {
+            id: &o.id,
+            spec: sp,
+            rootfs: &bundle.rootfs,
+            bundle: &bundle.dir,
+            ns,
+            ns_files,
+            fifo,
+            no_pivot: o.no_pivot,
+            no_new_keyring: o.no_new_keyring,
+            preserve_fds: o.preserve_fds,
+            seccomp,
+            cgroups: hierarchies,
+            caps,
+        };
+        let (parent, child) = Channel::pair()?;
+        // SAFETY: berth is single-threaded here, so the child may run arbitrary code.
+        let stage1 = match unsafe { fork() }.ctx(|| "fork".into())? {
+            ForkResult::Child => {
+                drop(parent);
+                init::intermediate(child, &cfg)
+            }
+            ForkResult::Parent { child: pid } => pid,
+        };
+        drop(child);
+        let res = self.drive(&parent, stage1, &cfg, &bundle, o, &mut guard, &mut saved);
+        // Reap the intermediate whatever happened.
+        let _ = waitpid(stage1, None);
+        let console_master = res?;
+
+        if let Some(pf) = &o.pid_file {
+            let abs = if pf.is_absolute() {
+                pf.clone()
+            } else {
+                std::env::current_dir().unwrap_or_default().join(pf)
+            };
+            state::write_atomic(&abs, saved.pid.to_string().as_bytes(), 0o644)?;
+        }
+        saved.status = Status::Created;
+        guard.dir.as_ref().expect("set").save(&saved)?;
+        guard.disarm();
+        Ok(Created {
+            pid: saved.pid,
+            console_master,
+        })
+    }
+
+    /// The parent's side of the setup conversation.
+    #[allow(clippy::too_many_arguments)]
+    fn drive(
+        &self,
+        chan: &Channel,
+        stage1: Pid,
+        cfg: &InitConfig<'_>,
+        bundle: &Bundle,
+        o: &CreateOptions,
+        guard: &mut CreateGuard,
+        saved: &mut Saved,
+    ) -> Result<Option<OwnedFd>> {
+        let cgroup = guard.cgroup.as_ref().expect("created before fork");
+        cgroup.add_process(stage1.as_raw())?;
+        chan.send(&Msg::Go)?;
+        let linux = bundle.spec.linux().as_ref().expect("validated");
+        let mut master = None;
+        loop {
+            let Some((msg, fd)) = chan.recv()? else {
+                return Err(Error::Init(
+                    "the container's init exited during setup".into(),
+                ));
+            };
+            match msg {
+                Msg::MapIds => {
+                    write_id_maps(stage1, linux)?;
+                    chan.send(&Msg::IdsMapped)?;
+                }
+                Msg::InitPid(pid) => {
+                    guard.pid = Some(pid);
+                    saved.pid = pid;
+                    saved.pid_start = state::proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
+                }
+                Msg::RunHooks => {
+                    let st = self.hook_state(saved, Status::Creating);
+                    hooks::run_all(hooks::Kind::Prestart, bundle.spec.hooks().as_ref(), &st)?;
+                    hooks::run_all(
+                        hooks::Kind::CreateRuntime,
+                        bundle.spec.hooks().as_ref(),
+                        &st,
+                    )?;
+                    chan.send(&Msg::Resume)?;
+                }
+                Msg::Console => {
+                    let fd =
+                        fd.ok_or_else(|| Error::Init("console message without a pty".into()))?;
+                    match &o.console {
+                        Some(ConsoleTarget::Socket(p)) => {
+                            crate::console::send_to_socket(p, fd.as_fd())?
+                        }
+                        Some(ConsoleTarget::Return) => master = Some(fd),
+                        None => {}
+                    }
+                }
+                Msg::Ready => break,
+                Msg::Failed(e) => return Err(Error::Init(e)),
+                other => return Err(Error::Init(format!("unexpected message {other:?}"))),
+            }
+        }
+        let _ = cfg;
+        Ok(master)
+    }
+
+    fn hook_state(&self, saved: &Saved, status: Status) -> Vec<u8> {
+        serde_json::to_vec(&saved.report(status)).expect("state serializes")
+    }
+
+    /// Releases a created container's init to exec the user process.
+    pub fn start(&self, id: &str) -> Result<()> {
+        let dir = StateDir::open(&self.root, id)?;
+        let saved = dir.load()?;
+        let status = status_of(&dir, &saved);
+        status.check(Op::Start)?;
+        let fifo = dir.fifo();
+        let fd = match nix::fcntl::open(
+            &fifo,
+            nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_NONBLOCK
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENXIO) => {
+                return Err(Error::Init(
+                    "the container's init is no longer waiting (it exited)".into(),
+                ))
+            }
+            Err(e) => return Err(Error::sys(format!("open exec fifo {}", fifo.display()), e)),
+        };
+        nix::unistd::write(&fd, b"0").ctx(|| "write to the exec fifo".into())?;
+        drop(fd);
+        let _ = fs::remove_file(&fifo);
+        let st = self.hook_state(&saved, Status::Running);
+        if let Err(e) = hooks::run_all(hooks::Kind::Poststart, saved.hooks.as_ref(), &st) {
+            // The spec: a failing poststart hook is logged and the container runs on.
+            eprintln!("berth: container {id:?}: warning: {}", e.chain());
+        }
+        Ok(())
+    }
+
+    /// The state JSON of a container.
+    pub fn state(&self, id: &str) -> Result<String> {
+        let dir = StateDir::open(&self.root, id)?;
+        let saved = dir.load()?;
+        let status = status_of(&dir, &saved);
+        Ok(serde_json::to_string_pretty(&saved.report(status)).expect("state serializes"))
+    }
+
+    /// Sends `sig` to the init, or with `all` to every process in the container's cgroup.
+    pub fn kill(&self, id: &str, sig: i32, all: bool) -> Result<()> {
+        let dir = StateDir::open(&self.root, id)?;
+        let saved = dir.load()?;
+        let status = status_of(&dir, &saved);
+        if all {
+            if status == Status::Stopped && !saved.own_pid_ns {
+                // Processes may outlive the init when the pid namespace is shared.
+                return signal_cgroup(&saved, sig);
+            }
+            status.check(Op::Kill)?;
+            return signal_cgroup(&saved, sig);
+        }
+        status.check(Op::Kill)?;
+        signal_init(&saved, sig)
+    }
+
+    /// Removes a stopped (or, with force, any) container: processes, cgroup, state.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let dir = StateDir::open(&self.root, id)?;
+        let saved = match dir.load() {
+            Ok(s) => s,
+            // A create that died before writing state: nothing else can exist.
+            Err(_) if force => return dir.remove(),
+            Err(e) => return Err(e),
+        };
+        let status = status_of(&dir, &saved);
+        status.check(if force { Op::ForceDelete } else { Op::Delete })?;
+        if matches!(
+            status,
+            Status::Created | Status::Running | Status::Paused | Status::Creating
+        ) {
+            if let Some(cg) = &saved.cgroup {
+                if status == Status::Paused {
+                    let _ = cg.thaw();
+                }
+            }
+            let _ = signal_init(&saved, libc::SIGKILL);
+            wait_gone(saved.pid, saved.pid_start, Duration::from_secs(10));
+        }
+        destroy(dir, &saved)
+    }
+
+    /// All containers under the root, with their status.
+    pub fn list(&self) -> Result<Vec<(Saved, Status)>> {
+        let rd = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("read {}", self.root.display()), e)),
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let d = e.path();
+            let Ok(saved) = state::load_saved(&d) else {
+                continue;
+            };
+            let status = derive_status(&d.join(state::EXEC_FIFO), &saved);
+            out.push((saved, status));
+        }
+        out.sort_by(|a, b| a.0.created.cmp(&b.0.created).then(a.0.id.cmp(&b.0.id)));
+        Ok(out)
+    }
+
+    /// Waits for the status to become stopped; used by `run`.
+    pub fn saved(&self, id: &str) -> Result<Saved> {
+        StateDir::open(&self.root, id)?.load()
+    }
+}
+
+/// The spec's resources plus, as runc adds them, allow rules for the default devices and for
+/// every linux.devices entry, after the spec's own device rules.
+fn cgroup_resources(linux: &oci_spec::runtime::Linux) -> oci_spec::runtime::LinuxResources {
+    let mut r = linux.resources().clone().unwrap_or_default();
+    let mut rules = r.devices().clone().unwrap_or_default();
+    rules.extend(berth_cgroups::default_allowed_devices());
+    for d in linux.devices().as_deref().unwrap_or(&[]) {
+        let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
+        rule.set_allow(true);
+        rule.set_typ(Some(d.typ()));
+        rule.set_major(Some(d.major()));
+        rule.set_minor(Some(d.minor()));
+        rule.set_access(Some("rwm".to_string()));
+        rules.push(rule);
+    }
+    r.set_devices(Some(rules));
+    r
+}
+
+fn cfg_err(b: &Bundle, field: &str, reason: String) -> Error {
+    Error::Config {
+        file: b.config_path.clone(),
+        field: field.to_string(),
+        reason,
+    }
+}
+
+/// Removes what is left once the processes are gone: stray processes, cgroup, poststop
+/// hooks, state directory.
+fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
+    if let Some(cg) = &saved.cgroup {
+        kill_cgroup(cg);
+        cg.remove()?;
+    }
+    let st = serde_json::to_vec(&saved.report(Status::Stopped)).expect("state serializes");
+    if let Err(e) = hooks::run_all(hooks::Kind::Poststop, saved.hooks.as_ref(), &st) {
+        eprintln!("berth: container {:?}: warning: {}", saved.id, e.chain());
+    }
+    dir.remove()
+}
+
+fn kill_cgroup(cg: &berth_cgroups::Manager) {
+    for _ in 0..50 {
+        let pids = cg.pids().unwrap_or_default();
+        if pids.is_empty() {
+            return;
+        }
+        let _ = cg.thaw();
+        for p in &pids {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn status_of(dir: &StateDir, saved: &Saved) -> Status {
+    derive_status(&dir.fifo(), saved)
+}
+
+/// The status, derived from the init process, the fifo and the freezer.
+pub fn derive_status(fifo: &Path, saved: &Saved) -> Status {
+    if saved.status == Status::Creating && saved.pid == 0 {
+        return Status::Creating;
+    }
+    if !state::pid_alive(saved.pid, saved.pid_start) {
+        return Status::Stopped;
+    }
+    if saved.status == Status::Creating {
+        return Status::Creating;
+    }
+    if fifo.exists() {
+        return Status::Created;
+    }
+    if let Some(cg) = &saved.cgroup {
+        if cg.is_frozen().unwrap_or(false) {
+            return Status::Paused;
+        }
+    }
+    Status::Running
+}
+
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open returns a new fd or -1; no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// Signals the init through a pidfd, after checking its start time, so a reused pid is
+/// never hit.
+fn signal_init(saved: &Saved, sig: i32) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let Some(fd) = pidfd(saved.pid) else {
+        return Err(Error::BadState {
+            op: "kill",
+            status: Status::Stopped,
+        });
+    };
+    if !state::pid_alive(saved.pid, saved.pid_start) {
+        return Err(Error::BadState {
+            op: "kill",
+            status: Status::Stopped,
+        });
+    }
+    // SAFETY: pidfd_send_signal with a valid pidfd, a signal number and no siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    Errno::result(rc)
+        .map(drop)
+        .ctx(|| format!("send signal {sig} to the init (pid {})", saved.pid))
+}
+
+fn signal_cgroup(saved: &Saved, sig: i32) -> Result<()> {
+    let Some(cg) = &saved.cgroup else {
+        return signal_init(saved, sig);
+    };
+    let s = Signal::try_from(sig).ok();
+    for p in cg.pids()? {
+        match s {
+            Some(s) => {
+                let _ = kill(Pid::from_raw(p), s);
+            }
+            None => {
+                // SAFETY: kill(2) with a pid and a (real-time) signal number.
+                unsafe { libc::kill(p, sig) };
+            }
+        }
+    }
+    Ok(())
+}
+
+fn wait_gone(pid: i32, start: u64, limit: Duration) {
+    let t = Instant::now();
+    while state::pid_alive(pid, start) && t.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Writes uid_map and gid_map of the intermediate process.
+fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<()> {
+    let fmt = |m: &[oci_spec::runtime::LinuxIdMapping]| {
+        m.iter()
+            .map(|e| format!("{} {} {}\n", e.container_id(), e.host_id(), e.size()))
+            .collect::<String>()
+    };
+    let uid = fmt(linux.uid_mappings().as_deref().unwrap_or(&[]));
+    let gid = fmt(linux.gid_mappings().as_deref().unwrap_or(&[]));
+    let p = format!("/proc/{pid}/uid_map");
+    fs::write(&p, &uid).ctx(|| format!("write {p} ({})", uid.trim().replace('\n', "; ")))?;
+    let p = format!("/proc/{pid}/gid_map");
+    fs::write(&p, &gid).ctx(|| format!("write {p} ({})", gid.trim().replace('\n', "; ")))?;
+    Ok(())
+}
+
+fn host_id_of_root(maps: Option<&[oci_spec::runtime::LinuxIdMapping]>) -> u32 {
+    maps.unwrap_or(&[])
+        .iter()
+        .find(|m| m.container_id() == 0)
+        .map(|m| m.host_id())
+        .unwrap_or(0)
+}
+
+fn owner_name() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
+/// The hierarchies to show at a `cgroup` mount inside the container.
+fn cgroup_view(cg: &berth_cgroups::Manager) -> Vec<CgroupHierarchy> {
+    use berth_cgroups::CgroupMode;
+    let mut out = Vec::new();
+    let mounts = fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|t| berth_cgroups::mountinfo::parse_mountinfo(&t).ok())
+        .map(|e| berth_cgroups::mountinfo::find_cgroup_mounts(&e))
+        .unwrap_or_default();
+    if cg.mode() == CgroupMode::Unified {
+        if let Some(p) = cg.unified_path() {
+            out.push(CgroupHierarchy {
+                name: String::new(),
+                host_path: p,
+                fstype: "cgroup2",
+                fs_options: String::new(),
+                aliases: Vec::new(),
+            });
+        }
+        return out;
+    }
+    for m in &mounts.v1 {
+        let Some(first) = m.controllers.first() else {
+            continue;
+        };
+        let Some(host_path) = cg.path_for(first) else {
+            continue;
+        };
+        let name = m
+            .mount_point
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| m.controllers.join(","));
+        let named = first.starts_with("name=");
+        let aliases = if m.controllers.len() > 1 {
+            m.controllers
+                .iter()
+                .filter(|c| **c != name)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        out.push(CgroupHierarchy {
+            name,
+            host_path,
+            fstype: "cgroup",
+            fs_options: if named {
+                format!("none,{first}")
+            } else {
+                m.controllers.join(",")
+            },
+            aliases,
+        });
+    }
+    if cg.mode() == CgroupMode::Hybrid {
+        if let Some(p) = cg.unified_path() {
+            out.push(CgroupHierarchy {
+                name: "unified".into(),
+                host_path: p,
+                fstype: "cgroup2",
+                fs_options: String::new(),
+                aliases: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
+/// Undoes a failed create: kills the init, removes the cgroup and the state directory.
+struct CreateGuard {
+    dir: Option<StateDir>,
+    cgroup: Option<berth_cgroups::Manager>,
+    pid: Option<i32>,
+}
+
+impl CreateGuard {
+    fn disarm(&mut self) {
+        self.dir = None;
+        self.cgroup = None;
+        self.pid = None;
+    }
+}
+
+impl Drop for CreateGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let start = state::proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
+            wait_gone(pid, start, Duration::from_secs(5));
+        }
+        if let Some(cg) = self.cgroup.take() {
+            kill_cgroup(&cg);
+            let _ = cg.remove();
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = d.remove();
+        }
+    }
+}
+
+/// Annotations lookup helper for callers.
+pub fn annotations(saved: &Saved) -> &HashMap<String, String> {
+    &saved.annotations
+}

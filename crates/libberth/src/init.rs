@@ -1,0 +1,483 @@
+//! The processes `create` forks: the intermediate (joins and makes namespaces, forks the
+//! init into them, exits) and the container init (builds the container, reports `Ready`,
+//! waits for `start`, execs the user process). Errors travel back over the channel as
+//! `Msg::Failed` with the whole chain, so `create` prints them.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sched::unshare;
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use nix::sys::stat::Mode;
+use nix::unistd::{fork, setresgid, setresuid, setsid, ForkResult, Gid, Uid};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::caps::CapSets;
+use crate::channel::{Channel, Msg};
+use crate::error::{Context, Error, Result};
+use crate::hooks;
+use crate::namespace::{self, Namespaces, NsFile};
+use crate::rootfs::{self, CgroupHierarchy, RootfsContext};
+
+/// Everything the forked processes need; built by `create` before the first fork.
+pub struct InitConfig<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub ns: Namespaces,
+    pub ns_files: Vec<NsFile>,
+    pub fifo: PathBuf,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+    pub seccomp: Option<berth_seccomp::Filter>,
+    pub cgroups: Vec<CgroupHierarchy>,
+    pub caps: CapSets,
+}
+
+/// Entry of the intermediate process; never returns.
+pub fn intermediate(chan: Channel, cfg: &InitConfig<'_>) -> ! {
+    let code = match run_intermediate(&chan, cfg) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = chan.send(&Msg::Failed(e.chain()));
+            1
+        }
+    };
+    // SAFETY: _exit ends this forked process without running the parent's atexit handlers
+    // or flushing its stdio buffers a second time.
+    unsafe { libc::_exit(code) }
+}
+
+fn run_intermediate(chan: &Channel, cfg: &InitConfig<'_>) -> Result<()> {
+    // Nothing of `create` but what we need may reach the container: above all not the
+    // state directory's lock, which would stay held until exec.
+    let mut keep: Vec<i32> = cfg.ns_files.iter().map(|f| f.raw_fd()).collect();
+    keep.push(chan.as_fd().as_raw_fd());
+    close_fds_except(3 + cfg.preserve_fds as i32, &keep)?;
+    // If `create` dies, so do we.
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    set_dumpable(false)?;
+    chan.expect(Msg::Go)?;
+    // Join by path first (user first), then make the new ones.
+    for f in &cfg.ns_files {
+        namespace::join(f)?;
+    }
+    if cfg.ns.creates(LinuxNamespaceType::User) {
+        unshare(nix::sched::CloneFlags::CLONE_NEWUSER).ctx(|| "unshare user namespace".into())?;
+        chan.send(&Msg::MapIds)?;
+        chan.expect(Msg::IdsMapped)?;
+    }
+    if cfg.ns.has(LinuxNamespaceType::User) {
+        setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            .ctx(|| "become gid 0 in the user namespace".into())?;
+        setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            .ctx(|| "become uid 0 in the user namespace".into())?;
+    }
+    let flags = cfg.ns.new_flags_except_user();
+    if !flags.is_empty() {
+        unshare(flags).ctx(|| format!("unshare namespaces {flags:?}"))?;
+    }
+    if cfg.ns.creates(LinuxNamespaceType::Time) {
+        write_time_offsets(cfg.spec)?;
+    }
+    // SAFETY: this process is single-threaded (forked from the single-threaded `create`).
+    match unsafe { fork() }.ctx(|| "fork the container init".into())? {
+        ForkResult::Child => init(chan, cfg),
+        ForkResult::Parent { child } => {
+            chan.send(&Msg::InitPid(child.as_raw()))?;
+            Ok(())
+        }
+    }
+}
+
+fn write_time_offsets(spec: &Spec) -> Result<()> {
+    let Some(offsets) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref())
+    else {
+        return Ok(());
+    };
+    let mut text = String::new();
+    for (clock, off) in offsets {
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
+    }
+    fs::write("/proc/self/timens_offsets", text).ctx(|| "write /proc/self/timens_offsets".into())
+}
+
+fn set_dumpable(on: bool) -> Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0|1) only changes a flag of this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, on as libc::c_ulong, 0, 0, 0) };
+    Errno::result(rc)
+        .map(drop)
+        .ctx(|| "prctl(PR_SET_DUMPABLE)".into())
+}
+
+/// The container init; never returns.
+fn init(chan: &Channel, cfg: &InitConfig<'_>) -> ! {
+    match run_init(chan, cfg) {
+        Ok(never) => match never {},
+        Err(e) => {
+            let msg = e.chain();
+            if chan.send(&Msg::Failed(msg.clone())).is_err() {
+                // `create` is gone: this is after Ready, so the container's stderr is ours.
+                eprintln!("berth: container {}: {msg}", cfg.id);
+            }
+            // SAFETY: ending the forked init without unwinding into the parent's frames.
+            unsafe { libc::_exit(127) }
+        }
+    }
+}
+
+enum Never {}
+
+fn run_init(chan: &Channel, cfg: &InitConfig<'_>) -> Result<Never> {
+    let spec = cfg.spec;
+    let process = spec.process().as_ref().expect("validated");
+    setsid().ctx(|| "setsid".into())?;
+
+    // The exec fifo lives in the host's state dir: open it before the root changes.
+    // Opening the read side without blocking; `start` opens the write side and writes a byte.
+    let fifo = nix::fcntl::open(
+        &cfg.fifo,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open exec fifo {}", cfg.fifo.display()))?;
+
+    let ctx = RootfsContext {
+        spec,
+        rootfs: cfg.rootfs,
+        cgroups: &cfg.cgroups,
+        cgroupns: cfg.ns.has(LinuxNamespaceType::Cgroup),
+        userns: cfg.ns.has(LinuxNamespaceType::User),
+    };
+    rootfs::prepare(&ctx)?;
+
+    chan.send(&Msg::RunHooks)?;
+    chan.expect(Msg::Resume)?;
+    let state = container_state_json(cfg, std::process::id() as i32);
+    hooks::run_all(hooks::Kind::CreateContainer, spec.hooks().as_ref(), &state)?;
+
+    rootfs::switch_root(cfg.rootfs, cfg.no_pivot)?;
+
+    let console = if process.terminal().unwrap_or(false) {
+        Some(crate::console::setup_in_container(
+            chan,
+            process.console_size().as_ref(),
+        )?)
+    } else {
+        None
+    };
+
+    rootfs::finish(spec)?;
+
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).ctx(|| format!("set hostname {h:?}"))?;
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        set_domainname(d)?;
+    }
+    if !cfg.no_new_keyring {
+        join_session_keyring(cfg.id)?;
+    }
+    if let Some(score) = process.oom_score_adj() {
+        fs::write("/proc/self/oom_score_adj", score.to_string())
+            .ctx(|| format!("set process.oomScoreAdj {score}"))?;
+    }
+    crate::rlimit::apply(process.rlimits().as_deref().unwrap_or(&[]))?;
+
+    let env: Vec<String> = process.env().clone().unwrap_or_default();
+    let args = process.args().as_deref().expect("validated");
+    let exe = lookup_path(&args[0], &env)?;
+
+    if let Some(p) = process
+        .apparmor_profile()
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        crate::lsm::apparmor_exec(p)?;
+    }
+    if let Some(l) = process.selinux_label().as_deref().filter(|l| !l.is_empty()) {
+        crate::lsm::selinux_exec(l)?;
+    }
+
+    cfg.caps.apply_bounding()?;
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    if nnp {
+        // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) only sets a flag on this process.
+        let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        Errno::result(rc).ctx(|| "set no_new_privs".into())?;
+    }
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
+    if !nnp {
+        if let Some(f) = &cfg.seccomp {
+            f.load()?;
+        }
+    }
+    switch_user(process.user())?;
+    cfg.caps.apply_process()?;
+    enter_cwd(process.cwd())?;
+    if let Some(mask) = process.user().umask() {
+        nix::sys::stat::umask(Mode::from_bits_truncate(mask));
+    }
+    if let Some(pty) = &console {
+        crate::console::become_controlling(pty)?;
+    }
+    chan.send(&Msg::Ready)?;
+
+    wait_for_start(&fifo)?;
+    drop(fifo);
+    hooks::run_all(hooks::Kind::StartContainer, spec.hooks().as_ref(), &state)?;
+    if nnp {
+        if let Some(f) = &cfg.seccomp {
+            f.load()?;
+        }
+    }
+    close_fds_on_exec(3 + cfg.preserve_fds)?;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .ctx(|| "reset signal mask".into())?;
+    exec(&exe, args, &env)
+}
+
+fn container_state_json(cfg: &InitConfig<'_>, pid: i32) -> Vec<u8> {
+    let annotations = cfg.spec.annotations().clone().unwrap_or_default();
+    serde_json::to_vec(&serde_json::json!({
+        "ociVersion": cfg.spec.version(),
+        "id": cfg.id,
+        "status": "creating",
+        "pid": pid,
+        "bundle": cfg.bundle,
+        "annotations": annotations,
+    }))
+    .expect("state serializes")
+}
+
+fn set_domainname(d: &str) -> Result<()> {
+    // SAFETY: setdomainname reads `len` bytes from the pointer, which is valid for them.
+    let rc = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
+    Errno::result(rc)
+        .map(drop)
+        .ctx(|| format!("set domainname {d:?}"))
+}
+
+fn join_session_keyring(id: &str) -> Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    let name = CString::new(format!("_ses.{id}")).expect("ids have no NUL");
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, name) reads the NUL-terminated name only.
+    let rc = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    match Errno::result(rc) {
+        Ok(_) => Ok(()),
+        // No keyrings in this kernel, or not allowed here: runc carries on too.
+        Err(Errno::ENOSYS) | Err(Errno::EACCES) | Err(Errno::EPERM) => Ok(()),
+        Err(e) => Err(Error::sys("join a new session keyring", e)),
+    }
+}
+
+/// Finds args[0] the way execvp would, with the container's PATH, inside the new root.
+pub fn lookup_path(cmd: &str, env: &[String]) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if cmd.contains('/') {
+        let p = PathBuf::from(cmd);
+        return match fs::metadata(&p) {
+            Ok(m) if m.is_dir() => Err(Error::Exec(format!("exec: {cmd:?}: is a directory"))),
+            Ok(_) if executable(&p) => Ok(p),
+            Ok(_) => Err(Error::Exec(format!("exec: {cmd:?}: permission denied"))),
+            Err(_) => Err(Error::Exec(format!(
+                "exec: {cmd:?}: no such file or directory"
+            ))),
+        };
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let cand = Path::new(dir).join(cmd);
+        if executable(&cand) {
+            return Ok(cand);
+        }
+    }
+    Err(Error::Exec(format!(
+        "exec: {cmd:?}: executable file not found in $PATH"
+    )))
+}
+
+fn switch_user(user: &oci_spec::runtime::User) -> Result<()> {
+    // Keep the permitted set across the uid change; capabilities are set right after.
+    // SAFETY: prctl(PR_SET_KEEPCAPS, 1) only sets a flag on this process.
+    Errno::result(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) })
+        .ctx(|| "set keep-caps".into())?;
+    let gids: Vec<Gid> = user
+        .additional_gids()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    let setgroups_allowed = fs::read_to_string("/proc/self/setgroups")
+        .map(|s| s.trim() != "deny")
+        .unwrap_or(true);
+    if setgroups_allowed {
+        nix::unistd::setgroups(&gids)
+            .ctx(|| format!("set additional gids {:?}", user.additional_gids()))?;
+    } else if !gids.is_empty() {
+        return Err(Error::Unsupported(
+            "process.user.additionalGids: setgroups is denied in this user namespace".into(),
+        ));
+    }
+    let gid = Gid::from_raw(user.gid());
+    setresgid(gid, gid, gid).ctx(|| format!("set gid {}", user.gid()))?;
+    let uid = Uid::from_raw(user.uid());
+    setresuid(uid, uid, uid).ctx(|| format!("set uid {}", user.uid()))?;
+    // SAFETY: prctl(PR_SET_KEEPCAPS, 0) only clears a flag on this process.
+    Errno::result(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) })
+        .ctx(|| "clear keep-caps".into())?;
+    Ok(())
+}
+
+/// Enters process.cwd resolved inside the new root without magic links, so a cwd such as
+/// /proc/self/fd/N cannot reach a host directory (CVE-2024-21626). A missing cwd is created,
+/// as runc does.
+fn enter_cwd(cwd: &Path) -> Result<()> {
+    let root = nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "open /".into())?;
+    let fd = match rootfs::resolve::open_in_root(
+        root.as_fd(),
+        cwd,
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => {
+            rootfs::resolve::mkdir_all(root.as_fd(), cwd, Mode::from_bits_truncate(0o755))?
+        }
+        Err(e) => return Err(Error::sys(format!("process.cwd {}", cwd.display()), e)),
+    };
+    nix::unistd::fchdir(&fd).ctx(|| format!("chdir to process.cwd {}", cwd.display()))?;
+    let now = nix::unistd::getcwd().ctx(|| format!("getcwd after chdir to {}", cwd.display()))?;
+    if !now.starts_with("/") {
+        return Err(Error::Init(format!(
+            "process.cwd {} is outside the container's root",
+            cwd.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Blocks until `start` writes to the exec fifo.
+fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
+        let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("wait on the exec fifo", e)),
+        }
+        let mut b = [0u8; 1];
+        match nix::unistd::read(fifo, &mut b) {
+            Ok(1) => return Ok(()),
+            Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("read the exec fifo", e)),
+        }
+    }
+}
+
+/// Closes every fd from `first` up except `keep`.
+fn close_fds_except(first: i32, keep: &[i32]) -> Result<()> {
+    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .ctx(|| "list /proc/self/fd".into())?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd >= first && !keep.contains(&fd) {
+            // SAFETY: closing an fd of our own that no Rust object in this process will use
+            // again: the forked child only uses the channel and namespace fds it keeps.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
+
+/// Marks every fd from `first` up close-on-exec: no runtime fd reaches the container.
+fn close_fds_on_exec(first: u32) -> Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes flags of fds in our own table.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if Errno::result(rc).is_ok() {
+        return Ok(());
+    }
+    // Older kernels: walk /proc/self/fd.
+    let dir = fs::read_dir("/proc/self/fd").ctx(|| "list /proc/self/fd to close fds".into())?;
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd: &i32| *fd >= first as i32)
+        .collect();
+    for fd in fds {
+        // SAFETY: setting FD_CLOEXEC on an fd number of our own; a closed one gives EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+fn exec(exe: &Path, args: &[String], env: &[String]) -> Result<Never> {
+    let cstr = |s: &str, what: &str| {
+        CString::new(s).map_err(|_| Error::Init(format!("{what} {s:?} contains a NUL byte")))
+    };
+    let path = cstr(&exe.to_string_lossy(), "process.args[0]")?;
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| cstr(a, "process.args"))
+        .collect::<Result<_>>()?;
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|e| cstr(e, "process.env"))
+        .collect::<Result<_>>()?;
+    let e = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
+    Err(Error::sys(format!("exec {}", exe.display()), e))
+}
+
+#[allow(dead_code)]
+fn raw(fd: &OwnedFd) -> i32 {
+    fd.as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_uses_container_path() {
+        let env = vec!["PATH=/nonexistent:/bin".to_string()];
+        assert_eq!(lookup_path("sh", &env).unwrap(), PathBuf::from("/bin/sh"));
+        let e = lookup_path("no-such-cmd-xyz", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("executable file not found in $PATH"), "{e}");
+        let e = lookup_path("/etc/passwd", &env).unwrap_err().to_string();
+        assert!(e.contains("permission denied"), "{e}");
+        let e = lookup_path("/nope/x", &env).unwrap_err().to_string();
+        assert!(e.contains("no such file or directory"), "{e}");
+    }
+}

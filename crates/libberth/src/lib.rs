@@ -1,0 +1,26 @@
+//! libberth: the Berth OCI runtime as a library.
+//!
+//! The `berth` binary is a thin command-line adapter over [`container::Runtime`]; the shim
+//! and the engine link this crate and never shell out to the binary.
+
+pub mod caps;
+pub mod channel;
+pub mod console;
+pub mod container;
+pub mod default_spec;
+pub mod error;
+pub mod features;
+pub mod hooks;
+pub mod init;
+pub mod lsm;
+pub mod namespace;
+pub mod rlimit;
+pub mod rootfs;
+pub mod signal;
+pub mod spec;
+pub mod state;
+
+pub use berth_seccomp::libseccomp_version;
+pub use container::{ConsoleTarget, CreateOptions, Created, Runtime};
+pub use error::{Error, Result};
+pub use state::Status;

@@ -1,0 +1,590 @@
+//! The container's filesystem: mounts, devices, pivot_root, masked and read-only paths.
+//! Runs in the container init, inside its new mount namespace.
+
+pub mod devices;
+pub mod options;
+pub mod resolve;
+
+use std::fs;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fstat, Mode, SFlag};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::unistd::{chdir, chroot, pivot_root};
+use oci_spec::runtime::{Mount, Spec};
+
+use crate::error::{Context, Error, Result};
+use options::MountOptions;
+
+/// One cgroup hierarchy as the container should see it.
+#[derive(Debug, Clone)]
+pub struct CgroupHierarchy {
+    /// Directory name under /sys/fs/cgroup: "memory", "cpu,cpuacct", "systemd", "unified"
+    /// (hybrid), or "" for a pure v2 host.
+    pub name: String,
+    /// Host path of the container's own cgroup in this hierarchy (bind source).
+    pub host_path: PathBuf,
+    /// fs type and options to mount it afresh inside a cgroup namespace.
+    pub fstype: &'static str,
+    pub fs_options: String,
+    /// Names to symlink to a co-mounted hierarchy ("cpu" → "cpu,cpuacct").
+    pub aliases: Vec<String>,
+}
+
+/// What the rootfs setup needs to know beside the spec.
+#[derive(Debug)]
+pub struct RootfsContext<'a> {
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub cgroups: &'a [CgroupHierarchy],
+    pub cgroupns: bool,
+    pub userns: bool,
+}
+
+fn propagation_flag(p: Option<&str>) -> Result<MsFlags> {
+    Ok(match p.unwrap_or("") {
+        "" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "linux.rootfsPropagation: unknown mode {other:?}"
+            )))
+        }
+    })
+}
+
+/// Before the prestart hooks: propagation, the rootfs bind, every mount and the devices.
+pub fn prepare(c: &RootfsContext<'_>) -> Result<()> {
+    let linux = c.spec.linux().as_ref().expect("validated");
+    let prop = propagation_flag(linux.rootfs_propagation().as_deref())?;
+    mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
+        .ctx(|| "set propagation of / in the container's mount namespace".into())?;
+    make_parent_private(c.rootfs)?;
+    mount(
+        Some(c.rootfs),
+        c.rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind {} onto itself", c.rootfs.display()))?;
+    let root = open(
+        c.rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open rootfs {}", c.rootfs.display()))?;
+    let mounts = c.spec.mounts().as_deref().unwrap_or(&[]);
+    for (i, m) in mounts.iter().enumerate() {
+        mount_entry(root.as_fd(), c, m).map_err(|e| {
+            Error::Unsupported(format!(
+                "mounts[{i}] ({}): {}",
+                m.destination().display(),
+                e.chain()
+            ))
+        })?;
+    }
+    let dev_is_bind = mounts.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && m.options()
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .any(|o| o == "bind" || o == "rbind")
+    });
+    if !dev_is_bind {
+        devices::create_all(
+            root.as_fd(),
+            linux.devices().as_deref().unwrap_or(&[]),
+            c.userns,
+        )?;
+        devices::symlinks(root.as_fd())?;
+    }
+    Ok(())
+}
+
+/// pivot_root requires the rootfs' parent mount not to be shared.
+fn make_parent_private(rootfs: &Path) -> Result<()> {
+    let mut p = rootfs.to_path_buf();
+    loop {
+        match mount(
+            None::<&str>,
+            &p,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EINVAL) => {
+                // Not a mount point: try the parent directory.
+                if !p.pop() {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(Error::sys(format!("make {} private", p.display()), e)),
+        }
+    }
+}
+
+fn mount_entry(root: BorrowedFd<'_>, c: &RootfsContext<'_>, m: &Mount) -> Result<()> {
+    let opts = options::parse(m.options().as_deref().unwrap_or(&[]));
+    let typ = m.typ().as_deref().unwrap_or("");
+    let dest = m.destination();
+    if typ == "cgroup" || typ == "cgroup2" {
+        return mount_cgroup(root, c, dest, &opts);
+    }
+    if opts.is_bind() || typ == "bind" {
+        return mount_bind(root, m, &opts, dest);
+    }
+    let target = resolve::mkdir_all(root, dest, Mode::from_bits_truncate(0o755))?;
+    let old = if opts.tmpcopyup {
+        Some(
+            open(
+                &resolve::fd_path(target.as_fd()),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ctx(|| format!("open {} for tmpcopyup", dest.display()))?,
+        )
+    } else {
+        None
+    };
+    let source = m
+        .source()
+        .as_deref()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(typ));
+    let data = opts.data_string();
+    mount(
+        Some(&source),
+        &resolve::fd_path(target.as_fd()),
+        Some(typ),
+        opts.flags,
+        data.as_deref(),
+    )
+    .ctx(|| format!("mount {typ} on {}", dest.display()))?;
+    let mounted = resolve::open_in_root(root, dest, OFlag::O_PATH | OFlag::O_DIRECTORY)
+        .ctx(|| format!("reopen {}", dest.display()))?;
+    if let Some(old) = old {
+        copy_up(&old, &mounted, dest)?;
+    }
+    finish_mount(&mounted, &opts, dest)
+}
+
+fn mount_bind(root: BorrowedFd<'_>, m: &Mount, opts: &MountOptions, dest: &Path) -> Result<()> {
+    let src = m
+        .source()
+        .as_deref()
+        .expect("validated: binds have a source");
+    let meta = fs::metadata(src).ctx(|| format!("bind source {}", src.display()))?;
+    let target = if meta.is_dir() {
+        resolve::mkdir_all(root, dest, Mode::from_bits_truncate(0o755))?
+    } else {
+        resolve::ensure_file(root, dest)?
+    };
+    let rec = opts.flags & MsFlags::MS_REC;
+    mount(
+        Some(src),
+        &resolve::fd_path(target.as_fd()),
+        None::<&str>,
+        MsFlags::MS_BIND | rec,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind {} on {}", src.display(), dest.display()))?;
+    let mounted = resolve::open_in_root(root, dest, OFlag::O_PATH)
+        .ctx(|| format!("reopen {}", dest.display()))?;
+    let extra = opts.bind_remount_flags();
+    if !extra.is_empty() {
+        remount_bind(&mounted, extra | rec, dest)?;
+    }
+    finish_mount(&mounted, opts, dest)
+}
+
+/// Propagation and recursive attributes, after the mount exists.
+fn finish_mount(mounted: &OwnedFd, opts: &MountOptions, dest: &Path) -> Result<()> {
+    let path = resolve::fd_path(mounted.as_fd());
+    for p in &opts.propagation {
+        mount(None::<&str>, &path, None::<&str>, *p, None::<&str>)
+            .ctx(|| format!("set propagation of {}", dest.display()))?;
+    }
+    if opts.rec_set != 0 || opts.rec_clr != 0 {
+        mount_setattr_recursive(mounted.as_fd(), opts.rec_set, opts.rec_clr)
+            .ctx(|| format!("set recursive mount attributes on {}", dest.display()))?;
+    }
+    Ok(())
+}
+
+/// Remounts a bind with `flags`, keeping the flags the kernel locks (nosuid, nodev, noexec,
+/// atime modes) so that the remount also works inside a user namespace.
+fn remount_bind(mounted: &OwnedFd, flags: MsFlags, dest: &Path) -> Result<()> {
+    let path = resolve::fd_path(mounted.as_fd());
+    let locked = locked_flags(&path);
+    mount(
+        None::<&str>,
+        &path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | locked,
+        None::<&str>,
+    )
+    .ctx(|| format!("remount {} with {flags:?}", dest.display()))
+}
+
+fn locked_flags(path: &Path) -> MsFlags {
+    let Ok(st) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (s, m) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(s) {
+            out |= m;
+        }
+    }
+    out
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clr: u64) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clr,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: mount_setattr(2) reads `attr` (size given) and the empty path; the fd is open.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// tmpcopyup: the directory's former contents, copied into the tmpfs now mounted over it.
+fn copy_up(old: &OwnedFd, new: &OwnedFd, dest: &Path) -> Result<()> {
+    let src = resolve::fd_path(old.as_fd());
+    let dst = resolve::fd_path(new.as_fd());
+    copy_tree(&src, &dst).ctx(|| format!("tmpcopyup into {}", dest.display()))
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
+    for e in fs::read_dir(src)? {
+        let e = e?;
+        let from = e.path();
+        let to = dst.join(e.file_name());
+        let md = fs::symlink_metadata(&from)?;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            fs::create_dir(&to)?;
+            copy_tree(&from, &to)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+        } else if ft.is_file() {
+            fs::copy(&from, &to)?;
+        } else {
+            continue;
+        }
+        lchown(&to, Some(md.uid()), Some(md.gid()))?;
+        if !ft.is_symlink() {
+            fs::set_permissions(&to, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+        }
+    }
+    let md = fs::metadata(src)?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
+}
+
+/// The cgroup filesystem inside the container: cgroup2 (or a bind of the container's cgroup)
+/// on a v2 host; a tmpfs holding one directory per v1 hierarchy otherwise.
+fn mount_cgroup(
+    root: BorrowedFd<'_>,
+    c: &RootfsContext<'_>,
+    dest: &Path,
+    opts: &MountOptions,
+) -> Result<()> {
+    let ro = opts.flags.contains(MsFlags::MS_RDONLY);
+    let base_flags = opts.flags
+        & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
+    let target = resolve::mkdir_all(root, dest, Mode::from_bits_truncate(0o755))?;
+    let unified_only = c.cgroups.len() == 1 && c.cgroups[0].name.is_empty();
+    if unified_only {
+        let h = &c.cgroups[0];
+        return mount_one_hierarchy(root, c, h, dest, &target, base_flags, ro);
+    }
+    mount(
+        Some("tmpfs"),
+        &resolve::fd_path(target.as_fd()),
+        Some("tmpfs"),
+        base_flags,
+        Some("mode=755"),
+    )
+    .ctx(|| format!("mount tmpfs on {}", dest.display()))?;
+    for h in c.cgroups {
+        let sub = dest.join(&h.name);
+        let t = resolve::mkdir_all(root, &sub, Mode::from_bits_truncate(0o755))?;
+        mount_one_hierarchy(root, c, h, &sub, &t, base_flags, ro)?;
+        for alias in &h.aliases {
+            let dir = resolve::open_in_root(root, dest, OFlag::O_PATH | OFlag::O_DIRECTORY)
+                .ctx(|| format!("open {}", dest.display()))?;
+            match nix::unistd::symlinkat(h.name.as_str(), dir.as_fd(), alias.as_str()) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => {
+                    return Err(Error::sys(
+                        format!("symlink {alias} in {}", dest.display()),
+                        e,
+                    ))
+                }
+            }
+        }
+    }
+    if ro {
+        let mounted = resolve::open_in_root(root, dest, OFlag::O_PATH | OFlag::O_DIRECTORY)
+            .ctx(|| format!("reopen {}", dest.display()))?;
+        let path = resolve::fd_path(mounted.as_fd());
+        mount(
+            None::<&str>,
+            &path,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base_flags,
+            Some("mode=755"),
+        )
+        .ctx(|| format!("remount {} read-only", dest.display()))?;
+    }
+    Ok(())
+}
+
+fn mount_one_hierarchy(
+    root: BorrowedFd<'_>,
+    c: &RootfsContext<'_>,
+    h: &CgroupHierarchy,
+    dest: &Path,
+    target: &OwnedFd,
+    flags: MsFlags,
+    ro: bool,
+) -> Result<()> {
+    let tpath = resolve::fd_path(target.as_fd());
+    let ro_flag = if ro {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    if c.cgroupns {
+        let opts = if h.fs_options.is_empty() {
+            None
+        } else {
+            Some(h.fs_options.as_str())
+        };
+        match mount(
+            Some("cgroup"),
+            &tpath,
+            Some(h.fstype),
+            flags | ro_flag,
+            opts,
+        ) {
+            Ok(()) => return Ok(()),
+            // Some hierarchies cannot be mounted from inside (e.g. locked by the host): bind.
+            Err(Errno::EPERM) | Err(Errno::EBUSY) => {}
+            Err(e) => {
+                return Err(Error::sys(
+                    format!("mount {} on {}", h.fstype, dest.display()),
+                    e,
+                ))
+            }
+        }
+    }
+    mount(
+        Some(&h.host_path),
+        &tpath,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind {} on {}", h.host_path.display(), dest.display()))?;
+    if ro || !flags.is_empty() {
+        let mounted = resolve::open_in_root(root, dest, OFlag::O_PATH | OFlag::O_DIRECTORY)
+            .ctx(|| format!("reopen {}", dest.display()))?;
+        remount_bind(&mounted, flags | ro_flag, dest)?;
+    }
+    Ok(())
+}
+
+/// Switches the root: pivot_root and detach the old root, or MS_MOVE + chroot (--no-pivot).
+pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
+    if no_pivot {
+        chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
+        mount(
+            Some(rootfs),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .ctx(|| format!("move {} to /", rootfs.display()))?;
+        chroot(".").ctx(|| "chroot into the rootfs".into())?;
+    } else {
+        let old = open(
+            "/",
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| "open the old root".into())?;
+        chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
+        pivot_root(".", ".").ctx(|| format!("pivot_root into {}", rootfs.display()))?;
+        // The old root is now stacked on top of the new one: step onto it, keep its unmount
+        // from reaching the host, and detach it.
+        nix::unistd::fchdir(&old).ctx(|| "chdir to the old root".into())?;
+        mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx(|| "make the old root a slave".into())?;
+        umount2(".", MntFlags::MNT_DETACH).ctx(|| "detach the old root".into())?;
+    }
+    chdir("/").ctx(|| "chdir / in the new root".into())
+}
+
+/// After the root switch: sysctls, then masked and read-only paths, then the root's own mode.
+pub fn finish(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref().expect("validated");
+    if let Some(sysctl) = linux.sysctl() {
+        let mut keys: Vec<_> = sysctl.keys().collect();
+        keys.sort();
+        for k in keys {
+            let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+            fs::write(&path, &sysctl[k])
+                .ctx(|| format!("set sysctl {k}={} via {}", sysctl[k], path.display()))?;
+        }
+    }
+    let root = open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "open /".into())?;
+    for p in linux.masked_paths().as_deref().unwrap_or(&[]) {
+        mask_path(root.as_fd(), Path::new(p))?;
+    }
+    for p in linux.readonly_paths().as_deref().unwrap_or(&[]) {
+        readonly_path(root.as_fd(), Path::new(p))?;
+    }
+    if let Some(prop) = linux
+        .rootfs_propagation()
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            propagation_flag(Some(prop))?,
+            None::<&str>,
+        )
+        .ctx(|| format!("set rootfsPropagation {prop}"))?;
+    }
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        let fd = open(
+            "/",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| "open /".into())?;
+        remount_bind(&fd, MsFlags::MS_RDONLY, Path::new("/"))?;
+    }
+    Ok(())
+}
+
+/// Hides a path: /dev/null over a file, an empty read-only tmpfs over a directory.
+pub fn mask_path(root: BorrowedFd<'_>, p: &Path) -> Result<()> {
+    let fd = match resolve::open_in_root(root, p, OFlag::O_PATH) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(Error::sys(format!("open masked path {}", p.display()), e)),
+    };
+    let st = fstat(&fd).ctx(|| format!("stat masked path {}", p.display()))?;
+    let target = resolve::fd_path(fd.as_fd());
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+        mount(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0"),
+        )
+        .ctx(|| format!("mask {} with a read-only tmpfs", p.display()))
+    } else {
+        mount(
+            Some("/dev/null"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx(|| format!("mask {} with /dev/null", p.display()))
+    }
+}
+
+/// Makes a path read-only: bind it onto itself, then remount the bind read-only.
+pub fn readonly_path(root: BorrowedFd<'_>, p: &Path) -> Result<()> {
+    let fd = match resolve::open_in_root(root, p, OFlag::O_PATH) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => {
+            return Err(Error::sys(
+                format!("open read-only path {}", p.display()),
+                e,
+            ))
+        }
+    };
+    let path = resolve::fd_path(fd.as_fd());
+    mount(
+        Some(&path),
+        &path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind read-only path {}", p.display()))?;
+    let mounted =
+        resolve::open_in_root(root, p, OFlag::O_PATH).ctx(|| format!("reopen {}", p.display()))?;
+    remount_bind(&mounted, MsFlags::MS_RDONLY | MsFlags::MS_REC, p)
+}
