@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Debian packages Berth builds against and tests with. Idempotent; needs root.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(
+  build-essential pkg-config libseccomp-dev   # build: libseccomp for the seccomp crate
+  busybox-static                               # the built-in test/demo rootfs
+  runc crun                                    # peers for comparison and conformance
+  podman conmon containerd docker.io skopeo umoci uidmap  # real clients driving berth
+  hyperfine time iproute2 procps               # benchmark and test tools
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
