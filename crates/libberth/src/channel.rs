@@ -26,8 +26,9 @@ pub enum Msg {
     InitPid(i32),
     /// init → parent: the rootfs is mounted; run prestart and createRuntime hooks.
     RunHooks,
-    /// parent → init: hooks done; go on.
-    Resume,
+    /// parent → init: hooks done; go on. Carries the init's pid in the runtime's pid
+    /// namespace, for the state that createContainer and startContainer hooks receive.
+    Resume(i32),
     /// init → parent: the pty master follows as SCM_RIGHTS.
     Console,
     /// init → parent: set up and waiting on the exec fifo.

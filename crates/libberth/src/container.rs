@@ -230,7 +230,7 @@ impl Runtime {
                         bundle.spec.hooks().as_ref(),
                         &st,
                     )?;
-                    chan.send(&Msg::Resume)?;
+                    chan.send(&Msg::Resume(saved.pid))?;
                 }
                 Msg::Console => {
                     let fd =
@@ -279,8 +279,18 @@ impl Runtime {
             Err(e) => return Err(Error::sys(format!("open exec fifo {}", fifo.display()), e)),
         };
         nix::unistd::write(&fd, b"0").ctx(|| "write to the exec fifo".into())?;
-        drop(fd);
         let _ = fs::remove_file(&fifo);
+        let has_poststart = saved
+            .hooks
+            .as_ref()
+            .is_some_and(|h| !hooks::Kind::Poststart.select(h).is_empty());
+        if !has_poststart {
+            return Ok(());
+        }
+        // Poststart hooks run after the user process has started: the init holds the
+        // fifo's read side until exec closes it, which shows here as POLLERR.
+        wait_readers_gone(&fd);
+        drop(fd);
         let st = self.hook_state(&saved, Status::Running);
         if let Err(e) = hooks::run_all(hooks::Kind::Poststart, saved.hooks.as_ref(), &st) {
             // The spec: a failing poststart hook is logged and the container runs on.
@@ -448,6 +458,26 @@ pub fn derive_status(fifo: &Path, saved: &Saved) -> Status {
         }
     }
     Status::Running
+}
+
+/// Blocks until no process holds the fifo's read side (the init exec'd or died).
+fn wait_readers_gone(fd: &OwnedFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+            Ok(_) => {
+                if fds[0]
+                    .revents()
+                    .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
+                {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn pidfd(pid: i32) -> Option<OwnedFd> {

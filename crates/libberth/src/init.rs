@@ -126,13 +126,18 @@ fn set_dumpable(on: bool) -> Result<()> {
 
 /// The container init; never returns.
 fn init(chan: &Channel, cfg: &InitConfig<'_>) -> ! {
-    match run_init(chan, cfg) {
+    let mut ready = false;
+    match run_init(chan, cfg, &mut ready) {
         Ok(never) => match never {},
         Err(e) => {
             let msg = e.chain();
-            if chan.send(&Msg::Failed(msg.clone())).is_err() {
-                // `create` is gone: this is after Ready, so the container's stderr is ours.
+            if ready {
+                // `create` has returned: the container's stderr is where this can be seen.
                 eprintln!("berth: container {}: {msg}", cfg.id);
+            } else {
+                // Before Ready, `create` reports it; if create is already gone (it is
+                // tearing the container down), there is nobody to tell.
+                let _ = chan.send(&Msg::Failed(msg));
             }
             // SAFETY: ending the forked init without unwinding into the parent's frames.
             unsafe { libc::_exit(127) }
@@ -142,7 +147,7 @@ fn init(chan: &Channel, cfg: &InitConfig<'_>) -> ! {
 
 enum Never {}
 
-fn run_init(chan: &Channel, cfg: &InitConfig<'_>) -> Result<Never> {
+fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Never> {
     let spec = cfg.spec;
     let process = spec.process().as_ref().expect("validated");
     setsid().ctx(|| "setsid".into())?;
@@ -166,8 +171,12 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>) -> Result<Never> {
     rootfs::prepare(&ctx)?;
 
     chan.send(&Msg::RunHooks)?;
-    chan.expect(Msg::Resume)?;
-    let state = container_state_json(cfg, std::process::id() as i32);
+    let host_pid = match chan.recv()? {
+        Some((Msg::Resume(pid), _)) => pid,
+        Some((other, _)) => return Err(Error::Init(format!("expected Resume, got {other:?}"))),
+        None => return Err(Error::Init("create went away while hooks ran".into())),
+    };
+    let state = container_state_json(cfg, host_pid);
     hooks::run_all(hooks::Kind::CreateContainer, spec.hooks().as_ref(), &state)?;
 
     rootfs::switch_root(cfg.rootfs, cfg.no_pivot)?;
@@ -236,9 +245,11 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>) -> Result<Never> {
         crate::console::become_controlling(pty)?;
     }
     chan.send(&Msg::Ready)?;
+    *ready = true;
 
     wait_for_start(&fifo)?;
-    drop(fifo);
+    // The fifo stays open (close-on-exec) until exec: `start` sees the read side close and
+    // only then runs the poststart hooks.
     hooks::run_all(hooks::Kind::StartContainer, spec.hooks().as_ref(), &state)?;
     if nnp {
         if let Some(f) = &cfg.seccomp {

@@ -231,7 +231,8 @@ impl StateDir {
         load_saved(&self.dir)
     }
 
-    /// Writes state.json atomically (temp file, fsync, rename).
+    /// Writes state.json atomically (temp file, rename). No fsync: the state root is a tmpfs
+    /// (/run) in production and does not outlive a reboot anyway.
     pub fn save(&self, saved: &Saved) -> Result<()> {
         let data = serde_json::to_vec(saved).expect("state always serializes");
         write_atomic(&self.dir.join(STATE_FILE), &data, 0o600)
@@ -291,7 +292,6 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
         fs::rename(&tmp, path)
     })();
     if let Err(e) = res {

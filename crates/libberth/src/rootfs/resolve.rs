@@ -178,7 +178,12 @@ mod tests {
     fn dangling_symlink_is_refused_not_followed_out() {
         let (d, fd) = root();
         symlink("/nonexistent-outside", d.path().join("dangling")).unwrap();
-        assert!(mkdir_all(fd.as_fd(), Path::new("/dangling/x"), Mode::from_bits_truncate(0o755)).is_err());
+        assert!(mkdir_all(
+            fd.as_fd(),
+            Path::new("/dangling/x"),
+            Mode::from_bits_truncate(0o755)
+        )
+        .is_err());
         assert!(!Path::new("/nonexistent-outside").exists());
     }
 
