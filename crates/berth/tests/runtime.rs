@@ -10,6 +10,8 @@
 
 mod common;
 
+#[path = "runtime/cgroup_v2.rs"]
+mod cgroup_v2;
 #[path = "runtime/errors.rs"]
 mod errors;
 #[path = "runtime/lifecycle.rs"]

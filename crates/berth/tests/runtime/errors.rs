@@ -307,3 +307,30 @@ fn error_is_also_written_to_the_json_log() {
     assert!(msg.contains(&id) && msg.contains("ociVersion"), "{err}");
     assert!(!err["time"].as_str().unwrap_or("").is_empty(), "{err}");
 }
+
+#[test]
+fn systemd_cgroup_without_systemd_is_a_clear_error() {
+    if Path::new("/run/systemd/system").exists() {
+        skip(
+            "systemd_cgroup_without_systemd_is_a_clear_error",
+            "systemd runs on this host",
+        );
+        return;
+    }
+    let berth = Berth::new();
+    let b = Bundle::new().args(&["true"]);
+    let id = unique_id("systemd");
+    let mut c = berth.command();
+    c.args([
+        "--systemd-cgroup",
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    let out = c.output().expect("run berth");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&id) && err.contains("systemd"), "{err}");
+    assert_no_leftovers(&berth, &id, b.path());
+}

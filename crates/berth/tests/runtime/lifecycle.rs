@@ -693,3 +693,78 @@ fn run_detach_returns_while_the_container_runs() {
     assert_eq!(berth.state(&id)["status"], "running");
     berth.wait_stdout(&id, "ready");
 }
+
+// ---------------------------------------------------------------------------------------------
+// run forwards signals; a create that died half way
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn run_forwards_signals_to_the_container() {
+    let berth = Berth::new();
+    let b = trapper();
+    let id = unique_id("fwd");
+    let out = tempfile::NamedTempFile::new().expect("stdout file");
+    let mut child = berth
+        .command()
+        .args(["run", "--bundle", b.path().to_str().unwrap(), &id])
+        .stdout(out.reopen().expect("reopen"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn berth run");
+    wait_for("the container to print ready", || {
+        fs::read_to_string(out.path())
+            .ok()
+            .filter(|s| s.contains("ready"))
+    });
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1).expect("signal berth run");
+
+    let status = wait_bounded(&mut child, COMMAND_LIMIT).expect("berth run did not exit");
+    let text = fs::read_to_string(out.path()).unwrap_or_default();
+    assert!(
+        text.contains("got-usr1"),
+        "USR1 did not reach the container: {text:?}"
+    );
+    assert_eq!(status.code(), Some(0), "{text:?}");
+    assert_no_leftovers(&berth, &id, b.path());
+}
+
+#[test]
+fn force_delete_cleans_a_create_that_died_half_way() {
+    let berth = Berth::new();
+    let marks = tempfile::tempdir().expect("marker dir");
+    let mark = marks.path().join("hook-running");
+    // The prestart hook runs while the init waits, with the cgroup and state made; kill
+    // `create` there.
+    let b = Bundle::new().sh("echo never").edit(|c| {
+        c["hooks"] = json!({"prestart": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("touch {}; sleep 3", mark.display())]
+        }]});
+    });
+    let id = unique_id("halfway");
+    let mut create = berth
+        .command()
+        .args(["create", "--bundle", b.path().to_str().unwrap(), &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn create");
+    wait_for("the prestart hook to run", || mark.exists().then_some(()));
+    create.kill().expect("kill create");
+    let _ = create.wait();
+    assert!(
+        berth.root().join(&id).exists(),
+        "create left no state to clean up"
+    );
+    assert!(
+        !find_cgroup_dirs(&id).is_empty(),
+        "create had not made the cgroup yet"
+    );
+
+    berth
+        .cmd(&["delete", "--force", &id])
+        .assert_ok("delete --force");
+
+    assert_no_leftovers(&berth, &id, b.path());
+}
