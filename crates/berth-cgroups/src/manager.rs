@@ -247,6 +247,26 @@ impl Manager {
         Ok(())
     }
 
+    /// Moves the calling process into the container's cgroup by itself, the cheap way.
+    ///
+    /// In each v1 hierarchy it writes `0` to `tasks`: a thread moving itself needs no
+    /// threadgroup lock, whereas writing a pid to `cgroup.procs` takes the kernel's
+    /// threadgroup rwsem for writing and waits for an RCU grace period (5-10 ms here). The
+    /// caller must be single-threaded, so that moving its one thread moves the process.
+    /// `in_unified`: the caller was created in the cgroup2 directory already
+    /// (clone3 with CLONE_INTO_CGROUP); otherwise it joins it through `cgroup.procs`.
+    pub fn enter_self(&self, in_unified: bool) -> Result<()> {
+        for h in &self.v1 {
+            files::write(&h.path, "tasks", "0")?;
+        }
+        if !in_unified {
+            if let Some(u) = &self.unified {
+                files::write(&u.path, PROCS, "0")?;
+            }
+        }
+        Ok(())
+    }
+
     /// The directory whose process list is authoritative.
     fn procs_dir(&self) -> Option<&Path> {
         if self.mode == CgroupMode::Unified {

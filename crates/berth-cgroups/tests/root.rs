@@ -393,3 +393,42 @@ fn bpf_device_filter_denies_zero_and_is_replaced_on_reapply() {
     manager.apply_resources(&resources(NULL_AND_ZERO)).unwrap();
     assert_eq!(open_in_cgroup(manager, &nodes), (0, 0));
 }
+
+/// A single-threaded child moves itself into every hierarchy with `enter_self`.
+#[test]
+fn enter_self_moves_the_caller_into_every_hierarchy() {
+    require_root();
+    let name = format!("/{}", unique("enter-self"));
+    let guard = Guard::new(manager_at(&name));
+    let manager = guard.manager.clone();
+    manager.create().unwrap();
+    // One pipe each way: child → parent "moved", parent → child "done looking".
+    let (r, w) = pipe().unwrap();
+    let (back_r, back_w) = pipe().unwrap();
+    // SAFETY: the child only calls enter_self (file writes), writes one byte and _exits.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            let ok = manager.enter_self(false).is_ok();
+            let _ = nix::unistd::write(&w, if ok { b"1" } else { b"0" });
+            let mut b = [0u8; 1];
+            // Wait until the parent has looked, then leave.
+            let _ = nix::unistd::read(&back_r, &mut b);
+            // SAFETY: ending the forked test child without running the harness' destructors.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            let mut b = [0u8; 1];
+            nix::unistd::read(&r, &mut b).unwrap();
+            assert_eq!(&b, b"1", "enter_self failed in the child");
+            let pid = child.as_raw();
+            assert_eq!(manager.pids().unwrap(), [pid]);
+            for dir in manager.cgroup_dirs() {
+                let procs = read(&dir, "cgroup.procs");
+                assert_eq!(procs, pid.to_string(), "{} lacks the child", dir.display());
+            }
+            nix::unistd::write(&back_w, b"x").unwrap();
+            assert!(matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0))));
+        }
+    }
+    drop(guard);
+}
