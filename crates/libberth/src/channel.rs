@@ -16,8 +16,6 @@ use crate::error::{Context, Error, Result};
 /// Everything the runtime processes say to each other during `create`.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub enum Msg {
-    /// parent → child: the child is in its cgroup; go on.
-    Go,
     /// child → parent: the child made a user namespace; write its id maps.
     MapIds,
     /// parent → child: the id maps are written.

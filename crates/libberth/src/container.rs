@@ -1,7 +1,6 @@
 //! The lifecycle operations: create, start, state, kill, delete, list. Each takes the
 //! per-container lock for its whole run, so concurrent commands on one id are serialised.
 
-use std::collections::HashMap;
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -11,11 +10,12 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 use oci_spec::runtime::LinuxNamespaceType;
 
 use crate::caps::CapSets;
 use crate::channel::{Channel, Msg};
+use crate::clone::Spawned;
 use crate::error::{Context, Error, Result};
 use crate::hooks;
 use crate::init::{self, InitConfig};
@@ -155,16 +155,31 @@ impl Runtime {
             preserve_fds: o.preserve_fds,
             seccomp,
             cgroups: hierarchies,
+            cgroup: &cgroup,
             caps,
         };
         let (parent, child) = Channel::pair()?;
+        // The intermediate is born in the cgroup2 directory where the kernel allows it, and
+        // moves itself into the v1 hierarchies: no costly migration by pid.
+        let cgroup_dir = cgroup.unified_path().and_then(|p| {
+            nix::fcntl::open(
+                &p,
+                nix::fcntl::OFlag::O_RDONLY
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+        });
         // SAFETY: berth is single-threaded here, so the child may run arbitrary code.
-        let stage1 = match unsafe { fork() }.ctx(|| "fork".into())? {
-            ForkResult::Child => {
+        let spawned = unsafe { crate::clone::fork_into(cgroup_dir.as_ref().map(|f| f.as_fd())) }?;
+        drop(cgroup_dir);
+        let stage1 = match spawned {
+            Spawned::Child { in_cgroup } => {
                 drop(parent);
-                init::intermediate(child, &cfg)
+                init::intermediate(child, &cfg, in_cgroup)
             }
-            ForkResult::Parent { child: pid } => pid,
+            Spawned::Parent { child: pid } => pid,
         };
         drop(child);
         let res = self.drive(&parent, stage1, &cfg, &bundle, o, &mut guard, &mut saved);
@@ -201,9 +216,6 @@ impl Runtime {
         guard: &mut CreateGuard,
         saved: &mut Saved,
     ) -> Result<Option<OwnedFd>> {
-        let cgroup = guard.cgroup.as_ref().expect("created before fork");
-        cgroup.add_process(stage1.as_raw())?;
-        chan.send(&Msg::Go)?;
         let linux = bundle.spec.linux().as_ref().expect("validated");
         let mut master = None;
         loop {
@@ -571,13 +583,23 @@ fn host_id_of_root(maps: Option<&[oci_spec::runtime::LinuxIdMapping]>) -> u32 {
         .unwrap_or(0)
 }
 
+/// The caller's user name from /etc/passwd (no NSS: the release binary is static), else the
+/// uid as a number.
 fn owner_name() -> String {
-    let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid)
+    let uid = nix::unistd::getuid().as_raw();
+    fs::read_to_string("/etc/passwd")
         .ok()
-        .flatten()
-        .map(|u| u.name)
+        .and_then(|p| user_name_for(&p, uid))
         .unwrap_or_else(|| uid.to_string())
+}
+
+fn user_name_for(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let _pw = f.next()?;
+        (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
 }
 
 /// The hierarchies to show at a `cgroup` mount inside the container.
@@ -681,7 +703,15 @@ impl Drop for CreateGuard {
     }
 }
 
-/// Annotations lookup helper for callers.
-pub fn annotations(saved: &Saved) -> &HashMap<String, String> {
-    &saved.annotations
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_from_passwd() {
+        let p = "root:x:0:0:root:/root:/bin/sh\n# comment\nalice:x:1000:1000::/home/a:/bin/sh\n";
+        assert_eq!(user_name_for(p, 1000).as_deref(), Some("alice"));
+        assert_eq!(user_name_for(p, 0).as_deref(), Some("root"));
+        assert_eq!(user_name_for(p, 5), None);
+    }
 }

@@ -37,12 +37,14 @@ pub struct InitConfig<'a> {
     pub preserve_fds: u32,
     pub seccomp: Option<berth_seccomp::Filter>,
     pub cgroups: Vec<CgroupHierarchy>,
+    /// The container's cgroup, which the intermediate enters itself.
+    pub cgroup: &'a berth_cgroups::Manager,
     pub caps: CapSets,
 }
 
 /// Entry of the intermediate process; never returns.
-pub fn intermediate(chan: Channel, cfg: &InitConfig<'_>) -> ! {
-    let code = match run_intermediate(&chan, cfg) {
+pub fn intermediate(chan: Channel, cfg: &InitConfig<'_>, in_cgroup: bool) -> ! {
+    let code = match run_intermediate(&chan, cfg, in_cgroup) {
         Ok(()) => 0,
         Err(e) => {
             let _ = chan.send(&Msg::Failed(e.chain()));
@@ -54,7 +56,7 @@ pub fn intermediate(chan: Channel, cfg: &InitConfig<'_>) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn run_intermediate(chan: &Channel, cfg: &InitConfig<'_>) -> Result<()> {
+fn run_intermediate(chan: &Channel, cfg: &InitConfig<'_>, in_cgroup: bool) -> Result<()> {
     // Nothing of `create` but what we need may reach the container: above all not the
     // state directory's lock, which would stay held until exec.
     let mut keep: Vec<i32> = cfg.ns_files.iter().map(|f| f.raw_fd()).collect();
@@ -64,7 +66,9 @@ fn run_intermediate(chan: &Channel, cfg: &InitConfig<'_>) -> Result<()> {
     // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     set_dumpable(false)?;
-    chan.expect(Msg::Go)?;
+    // Into the container's cgroup before the init is forked (it inherits the cgroup) and
+    // before the cgroup namespace is made (its root is the cgroup we are in).
+    cfg.cgroup.enter_self(in_cgroup)?;
     // Join by path first (user first), then make the new ones.
     for f in &cfg.ns_files {
         namespace::join(f)?;

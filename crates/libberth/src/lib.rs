@@ -5,6 +5,7 @@
 
 pub mod caps;
 pub mod channel;
+pub mod clone;
 pub mod console;
 pub mod container;
 pub mod default_spec;
