@@ -9,7 +9,8 @@
 # benchmark, not a test: nothing is asserted. See docs/benchmark.md.
 #
 # Environment (all optional):
-#   BERTH     berth binary               (default: target/release/berth)
+#   BERTH     berth binary               (default: the static release build,
+#                                         made by scripts/build-release.sh)
 #   RUNC      runc binary                (default: runc from PATH)
 #   CRUN      crun binary                (default: crun from PATH)
 #   RUNTIMES  which to compare           (default: "berth runc crun")
@@ -256,7 +257,9 @@ case ${1:-} in
         ;;
 esac
 
-BERTH=${BERTH:-$repo/target/release/berth}
+if [ -z "${BERTH:-}" ]; then
+    BERTH=$(bash "$repo/scripts/build-release.sh")
+fi
 RUNC=${RUNC:-runc}
 CRUN=${CRUN:-crun}
 RUNTIMES=${RUNTIMES:-berth runc crun}

@@ -6,8 +6,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "quickstart: run as root (containers need it)" >&2; exit 1; }
 
 bash scripts/install-deps.sh
-cargo build --release -p berth
-BERTH="${CARGO_TARGET_DIR:-target}/release/berth"
+BERTH=$(bash scripts/build-release.sh)
 install -m 0755 "$BERTH" /usr/local/bin/berth
 
 bundle=$(mktemp -d /tmp/berth-demo.XXXXXX)
