@@ -100,6 +100,36 @@ fn unknown_capability_is_refused() {
 }
 
 #[test]
+fn apparmor_profile_without_apparmor_is_refused() {
+    if fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.trim() == "Y")
+    {
+        skip(
+            "apparmor_profile_without_apparmor_is_refused",
+            "AppArmor is enabled on this host",
+        );
+        return;
+    }
+    let b = Bundle::new().edit(|v| v["process"]["apparmorProfile"] = json!("berth-test-profile"));
+
+    assert_create_refused(
+        b.path(),
+        &unique_id("apparmor"),
+        &["apparmorProfile", "AppArmor"],
+    );
+}
+
+#[test]
+fn unsupported_spec_field_is_refused_not_ignored() {
+    let b = Bundle::new().edit(|v| v["linux"]["personality"] = json!({"domain": "LINUX32"}));
+
+    assert_create_refused(
+        b.path(),
+        &unique_id("personality"),
+        &["linux.personality", "not supported"],
+    );
+}
+
+#[test]
 fn unknown_seccomp_syscall_is_refused() {
     let b = Bundle::new().edit(|v| {
         v["linux"]["seccomp"] = json!({

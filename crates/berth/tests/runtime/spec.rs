@@ -723,6 +723,62 @@ fn bind_does_not_carry_submounts() {
     );
 }
 
+#[test]
+fn recursive_read_only_reaches_submounts() {
+    let src = bind_source();
+    let _sub = HostSubmount::new(src.path());
+    let b = Bundle::new().edit(|v| {
+        add_mount(
+            v,
+            json!({"destination": "/data", "type": "bind", "source": src.path(), "options": ["rbind", "rro"]}),
+        )
+    });
+
+    let out = sh_output(
+        b,
+        "touch /data/x 2>/dev/null && echo top-rw || echo top-ro; \
+         touch /data/sub/x 2>/dev/null && echo sub-rw || echo sub-ro",
+    );
+
+    // Plain "ro" on an rbind leaves the submount writable; "rro" (mount_setattr) does not.
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["top-ro", "sub-ro"],
+        "{out}"
+    );
+}
+
+#[test]
+fn rootfs_propagation_is_applied_to_the_root() {
+    let b = Bundle::new().edit(|v| v["linux"]["rootfsPropagation"] = json!("rshared"));
+
+    // Field 7 on: optional fields such as "shared:N" until the " - " separator.
+    let out = sh_output(
+        b,
+        "grep -E '^[0-9]+ [0-9]+ [^ ]+ [^ ]+ / ' /proc/self/mountinfo",
+    );
+
+    assert!(
+        out.contains(" shared:"),
+        "the root mount is not shared: {out}"
+    );
+}
+
+#[test]
+fn default_rootfs_propagation_is_slave_of_the_host() {
+    let b = Bundle::new();
+
+    let out = sh_output(
+        b,
+        "grep -E '^[0-9]+ [0-9]+ [^ ]+ [^ ]+ / ' /proc/self/mountinfo",
+    );
+
+    assert!(
+        !out.contains(" shared:"),
+        "the root mount propagates back to the host: {out}"
+    );
+}
+
 /// The first file under /proc that the default spec masks and this host has (/proc/kcore is
 /// not built into every kernel).
 #[test]
