@@ -46,22 +46,13 @@ pub struct RootfsContext<'a> {
 }
 
 fn propagation_flag(p: Option<&str>) -> Result<MsFlags> {
-    Ok(match p.unwrap_or("") {
-        "" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        "shared" => MsFlags::MS_SHARED,
-        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
-        "slave" => MsFlags::MS_SLAVE,
-        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        "private" => MsFlags::MS_PRIVATE,
-        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-        "unbindable" => MsFlags::MS_UNBINDABLE,
-        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
-        other => {
-            return Err(Error::Unsupported(format!(
-                "linux.rootfsPropagation: unknown mode {other:?}"
-            )))
-        }
-    })
+    match p.unwrap_or("") {
+        // runc's default: see host mounts come and go, never send ours to the host.
+        "" => Ok(MsFlags::MS_SLAVE | MsFlags::MS_REC),
+        other => options::propagation(other).ok_or_else(|| {
+            Error::Unsupported(format!("linux.rootfsPropagation: unknown mode {other:?}"))
+        }),
+    }
 }
 
 /// Before the prestart hooks: propagation, the rootfs bind, every mount and the devices.

@@ -86,7 +86,9 @@ fn flag(o: &str) -> Option<(bool, MsFlags)> {
     })
 }
 
-fn propagation(o: &str) -> Option<MsFlags> {
+/// A propagation mode by name ("rslave" → MS_SLAVE|MS_REC); also used for
+/// linux.rootfsPropagation.
+pub fn propagation(o: &str) -> Option<MsFlags> {
     use MsFlags as F;
     Some(match o {
         "private" => F::MS_PRIVATE,
