@@ -768,3 +768,39 @@ fn force_delete_cleans_a_create_that_died_half_way() {
 
     assert_no_leftovers(&berth, &id, b.path());
 }
+
+#[test]
+fn foreground_run_with_a_terminal_proxies_the_pty() {
+    let berth = Berth::new();
+    let b = Bundle::new()
+        .sh("tty; echo via-pty; exit 4")
+        .edit(|c| c["process"]["terminal"] = json!(true));
+    let id = unique_id("tty");
+
+    // No --console-socket: `run` makes the pty itself and copies it to its stdout.
+    let out = berth.run(&id, b.path(), &[]);
+
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let text = berth.container_stdout(&id);
+    assert!(
+        text.contains("/dev/pts/"),
+        "the process has no pty: {text:?}"
+    );
+    assert!(text.contains("via-pty"), "{text:?}");
+    assert_no_leftovers(&berth, &id, b.path());
+}
+
+#[test]
+fn detached_run_with_a_terminal_needs_a_console_socket() {
+    let berth = Berth::new();
+    let b = Bundle::new()
+        .sh("true")
+        .edit(|c| c["process"]["terminal"] = json!(true));
+    let id = unique_id("ttyd");
+
+    let out = berth.run(&id, b.path(), &["--detach"]);
+
+    out.assert_error("detached terminal run")
+        .assert_stderr_has("detached terminal run", &[&id, "console-socket"]);
+    assert_no_leftovers(&berth, &id, b.path());
+}
