@@ -81,12 +81,38 @@ pub enum Command {
     /// Create and start a container, then wait for it unless detached.
     Run(Run),
     /// List the containers under --root.
-    #[command(alias = "ps-list")]
     List(List),
     /// Write a default config.json into the bundle.
     Spec(Spec),
     /// Show what this build of berth supports, as JSON.
     Features(Features),
+    /// Suspend every process of the container (cgroup freezer).
+    Pause(Pause),
+    /// Resume a paused container.
+    Resume(Resume),
+    /// List the container's processes (ps output filtered to them, or JSON pids).
+    Ps(Ps),
+}
+
+#[derive(Debug, Args)]
+pub struct Pause {
+    pub container_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct Resume {
+    pub container_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct Ps {
+    /// Output format: table (runs ps) or json (an array of pids).
+    #[arg(short = 'f', long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+    pub container_id: String,
+    /// Arguments for ps (default -ef).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
 }
 
 /// Options shared by `create` and `run`.

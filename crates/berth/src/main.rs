@@ -1,6 +1,7 @@
 //! `berth`: a runc-compatible OCI runtime. Parses the command line and calls libberth.
 
 mod log;
+mod ps;
 mod run;
 
 use std::io::Write;
@@ -112,6 +113,20 @@ fn dispatch(rt: &Runtime, cmd: Command, logger: &log::Logger) -> CmdResult {
                     libberth::Error::Unsupported(format!("write {}: {e}", path.display())),
                 )
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause(p) => {
+            with_id(&p.container_id, rt.pause(&p.container_id))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume(r) => {
+            with_id(&r.container_id, rt.resume(&r.container_id))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ps(p) => {
+            let pids = with_id(&p.container_id, rt.pids(&p.container_id))?;
+            ps::print(&pids, p.format, &p.ps_args)
+                .map_err(|e| (Some(p.container_id.clone()), e))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Features(_) => {

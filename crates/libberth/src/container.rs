@@ -362,6 +362,41 @@ impl Runtime {
         destroy(dir, &saved)
     }
 
+    /// Freezes every process of a running container (v1 freezer, v2 cgroup.freeze).
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let dir = StateDir::open(&self.root, id)?;
+        let saved = dir.load()?;
+        status_of(&dir, &saved).check(Op::Pause)?;
+        let cg = saved
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("the container has no cgroup to freeze".into()))?;
+        cg.freeze()?;
+        Ok(())
+    }
+
+    /// Thaws a paused container.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let dir = StateDir::open(&self.root, id)?;
+        let saved = dir.load()?;
+        status_of(&dir, &saved).check(Op::Resume)?;
+        if let Some(cg) = &saved.cgroup {
+            cg.thaw()?;
+        }
+        Ok(())
+    }
+
+    /// The host pids of every process in the container's cgroup.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let dir = StateDir::open(&self.root, id)?;
+        let saved = dir.load()?;
+        match &saved.cgroup {
+            Some(cg) => Ok(cg.pids()?),
+            None if status_of(&dir, &saved) != Status::Stopped => Ok(vec![saved.pid]),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// All containers under the root, with their status.
     pub fn list(&self) -> Result<Vec<(Saved, Status)>> {
         let rd = match fs::read_dir(&self.root) {

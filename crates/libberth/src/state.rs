@@ -48,6 +48,8 @@ pub enum Op {
     Kill,
     Delete,
     ForceDelete,
+    Pause,
+    Resume,
 }
 
 impl Op {
@@ -57,6 +59,8 @@ impl Op {
             Op::Kill => "kill",
             Op::Delete => "delete",
             Op::ForceDelete => "force-delete",
+            Op::Pause => "pause",
+            Op::Resume => "resume",
         }
     }
 }
@@ -83,6 +87,16 @@ impl Status {
             | (Op::ForceDelete, Status::Running)
             | (Op::ForceDelete, Status::Paused)
             | (Op::ForceDelete, Status::Stopped) => true,
+            (Op::Pause, Status::Running) => true,
+            (Op::Pause, Status::Creating)
+            | (Op::Pause, Status::Created)
+            | (Op::Pause, Status::Paused)
+            | (Op::Pause, Status::Stopped) => false,
+            (Op::Resume, Status::Paused) => true,
+            (Op::Resume, Status::Creating)
+            | (Op::Resume, Status::Created)
+            | (Op::Resume, Status::Running)
+            | (Op::Resume, Status::Stopped) => false,
         };
         if ok {
             Ok(())
@@ -415,6 +429,13 @@ mod tests {
         assert!(Status::Running.check(Op::Delete).is_err());
         Status::Running.check(Op::ForceDelete).unwrap();
         Status::Created.check(Op::Delete).unwrap();
+        Status::Running.check(Op::Pause).unwrap();
+        assert!(Status::Created.check(Op::Pause).is_err());
+        Status::Paused.check(Op::Resume).unwrap();
+        assert_eq!(
+            Status::Running.check(Op::Resume).unwrap_err().to_string(),
+            "cannot resume a container that is running"
+        );
     }
 
     #[test]

@@ -804,3 +804,118 @@ fn detached_run_with_a_terminal_needs_a_console_socket() {
         .assert_stderr_has("detached terminal run", &[&id, "console-socket"]);
     assert_no_leftovers(&berth, &id, b.path());
 }
+
+// ---------------------------------------------------------------------------------------------
+// pause, resume, ps
+// ---------------------------------------------------------------------------------------------
+
+/// A container that counts up in /data/count (a host directory) every 20 ms.
+fn counter(dir: &Path) -> Bundle {
+    Bundle::new()
+        .sh("i=0; echo ready; while :; do i=$((i+1)); echo $i > /data/count.tmp; mv /data/count.tmp /data/count; sleep 0.02; done")
+        .edit(|v| {
+            add_mount(
+                v,
+                json!({"destination": "/data", "type": "bind", "source": dir, "options": ["rbind", "rw"]}),
+            )
+        })
+}
+
+fn count(dir: &Path) -> u64 {
+    fs::read_to_string(dir.join("count"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn pause_freezes_every_process_and_resume_thaws_them() {
+    let berth = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let b = counter(dir.path());
+    let id = unique_id("pause");
+    berth.start_and_wait(&id, &b, "ready");
+    wait_for("the counter to tick", || {
+        (count(dir.path()) > 2).then_some(())
+    });
+
+    berth.cmd(&["pause", &id]).assert_ok("pause");
+
+    assert_eq!(berth.state(&id)["status"], "paused");
+    let frozen_at = count(dir.path());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        count(dir.path()),
+        frozen_at,
+        "a paused container kept running"
+    );
+
+    berth.cmd(&["resume", &id]).assert_ok("resume");
+
+    assert_eq!(berth.state(&id)["status"], "running");
+    wait_for("the counter to tick again", || {
+        (count(dir.path()) > frozen_at).then_some(())
+    });
+}
+
+#[test]
+fn pause_of_a_created_container_and_resume_of_a_running_one_fail() {
+    let berth = Berth::new();
+    let b = sleeper();
+    let id = unique_id("pausebad");
+    berth.create(&id, b.path(), &[]).assert_ok("create");
+
+    berth
+        .cmd(&["pause", &id])
+        .assert_error("pause created")
+        .assert_stderr_has("pause created", &[&id, "created"]);
+
+    berth.cmd(&["start", &id]).assert_ok("start");
+    berth.wait_stdout(&id, "ready");
+    berth
+        .cmd(&["resume", &id])
+        .assert_error("resume running")
+        .assert_stderr_has("resume running", &[&id, "running"]);
+}
+
+#[test]
+fn force_delete_removes_a_paused_container() {
+    let berth = Berth::new();
+    let b = sleeper();
+    let id = unique_id("pausedel");
+    berth.start_and_wait(&id, &b, "ready");
+    berth.cmd(&["pause", &id]).assert_ok("pause");
+
+    berth
+        .cmd(&["delete", "--force", &id])
+        .assert_ok("delete --force");
+
+    assert_no_leftovers(&berth, &id, b.path());
+}
+
+#[test]
+fn ps_lists_the_containers_processes() {
+    let berth = Berth::new();
+    let b = Bundle::new().sh("sleep 1001 & echo ready; exec sleep 1002");
+    let id = unique_id("ps");
+    berth.start_and_wait(&id, &b, "ready");
+    let init = berth.pid(&id);
+
+    let json_out = berth.cmd(&["ps", "--format", "json", &id]);
+    json_out.assert_ok("ps --format json");
+    let pids: Vec<i32> =
+        serde_json::from_str(json_out.stdout.trim()).expect("a JSON array of pids");
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(pids.contains(&init), "{pids:?} lacks the init {init}");
+
+    let table = berth.cmd(&["ps", &id]);
+    table.assert_ok("ps");
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(lines[0].contains("PID"), "{}", table.stdout);
+    assert_eq!(lines.len(), 3, "{}", table.stdout);
+    assert!(
+        table.stdout.contains("sleep 1001") && table.stdout.contains("sleep 1002"),
+        "{}",
+        table.stdout
+    );
+}
