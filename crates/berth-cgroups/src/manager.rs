@@ -256,15 +256,41 @@ impl Manager {
     /// `in_unified`: the caller was created in the cgroup2 directory already
     /// (clone3 with CLONE_INTO_CGROUP); otherwise it joins it through `cgroup.procs`.
     pub fn enter_self(&self, in_unified: bool) -> Result<()> {
-        for h in &self.v1 {
-            files::write(&h.path, "tasks", "0")?;
-        }
-        if !in_unified {
-            if let Some(u) = &self.unified {
-                files::write(&u.path, PROCS, "0")?;
-            }
+        for file in self.self_entry_files(in_unified) {
+            let dir = file.parent().unwrap_or(Path::new("/"));
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or(PROCS);
+            files::write(dir, name, "0")?;
         }
         Ok(())
+    }
+
+    /// The files [`Manager::enter_self`] writes `0` to: `tasks` in each v1 directory, and
+    /// `cgroup.procs` in the cgroup2 directory unless `in_unified`. A process that must
+    /// enter later from somewhere the host paths are not visible (inside the container's
+    /// mount namespace) opens these first and writes `0` to the open files.
+    ///
+    /// The freezer comes last: a process joining a frozen cgroup stops there, and must
+    /// already be in every other hierarchy by then.
+    pub fn self_entry_files(&self, in_unified: bool) -> Vec<PathBuf> {
+        let is_freezer = |h: &&V1Cgroup| h.controllers.iter().any(|c| c == "freezer");
+        let mut out: Vec<PathBuf> = self
+            .v1
+            .iter()
+            .filter(|h| !is_freezer(h))
+            .map(|h| h.path.join("tasks"))
+            .collect();
+        if !in_unified {
+            if let Some(u) = &self.unified {
+                out.push(u.path.join(PROCS));
+            }
+        }
+        out.extend(
+            self.v1
+                .iter()
+                .filter(is_freezer)
+                .map(|h| h.path.join("tasks")),
+        );
+        out
     }
 
     /// The directory whose process list is authoritative.

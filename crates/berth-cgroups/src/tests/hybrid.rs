@@ -179,3 +179,25 @@ fn available_controllers_lists_both_versions() {
     );
     assert_eq!(controllers.v2, ["hugetlb"]);
 }
+
+#[test]
+fn self_entry_files_are_tasks_then_cgroup_procs_then_the_freezer_last() {
+    let host = FakeHost::hybrid();
+    let manager = host.manager_with(Some("/berth/ctr"), false).unwrap();
+
+    let files = manager.self_entry_files(false);
+
+    let freezer = host.host_path("/sys/fs/cgroup/freezer/berth/ctr/tasks");
+    assert_eq!(files.last(), Some(&freezer), "{files:?}");
+    assert!(files.contains(&host.host_path("/sys/fs/cgroup/unified/berth/ctr/cgroup.procs")));
+    assert!(files.contains(&host.host_path("/sys/fs/cgroup/cpu/berth/ctr/tasks")));
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with("tasks")).count(),
+        files.len() - 1
+    );
+    // Born in the cgroup2 directory: nothing to write there.
+    assert!(!manager
+        .self_entry_files(true)
+        .iter()
+        .any(|f| f.ends_with("cgroup.procs")));
+}
