@@ -86,12 +86,70 @@ pub enum Command {
     Spec(Spec),
     /// Show what this build of berth supports, as JSON.
     Features(Features),
+    /// Run a new process inside a running container.
+    Exec(Box<Exec>),
     /// Suspend every process of the container (cgroup freezer).
     Pause(Pause),
     /// Resume a paused container.
     Resume(Resume),
     /// List the container's processes (ps output filtered to them, or JSON pids).
     Ps(Ps),
+}
+
+#[derive(Debug, Args)]
+pub struct Exec {
+    /// AF_UNIX socket that receives the pty master when a terminal is asked for.
+    #[arg(long = "console-socket", value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Working directory of the new process.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Set an environment variable (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// UID[:GID] to run as.
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Additional group ids (repeatable).
+    #[arg(short = 'g', long = "additional-gids")]
+    pub additional_gids: Vec<u32>,
+    /// A process.json to run instead of the command line (other process flags are ignored).
+    #[arg(short = 'p', long)]
+    pub process: Option<PathBuf>,
+    /// Do not wait for the process.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Write the process's host pid to this file.
+    #[arg(long = "pid-file", value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// SELinux label of the process.
+    #[arg(long = "process-label")]
+    pub process_label: Option<String>,
+    /// AppArmor profile of the process.
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// Set no_new_privs.
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// Add a capability (repeatable).
+    #[arg(short = 'c', long = "cap")]
+    pub cap: Vec<String>,
+    /// Pass N additional file descriptors to the process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Run in a sub-cgroup (cgroup v2; not supported yet).
+    #[arg(long = "cgroup")]
+    pub cgroup: Vec<String>,
+    /// Allow exec in a paused container.
+    #[arg(long = "ignore-paused")]
+    pub ignore_paused: bool,
+    pub container_id: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -297,6 +355,26 @@ mod tests {
     fn every_command_parses() {
         use clap::CommandFactory;
         GlobalOpts::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_takes_runc_flags_and_a_command() {
+        match parse(&[
+            "berth", "exec", "-t", "-e", "A=1", "--env", "B=2", "-u", "1000:100", "--cap",
+            "CAP_KILL", "-d", "c1", "sh", "-c", "ls -l",
+        ])
+        .command
+        {
+            Some(Command::Exec(e)) => {
+                assert!(e.tty && e.detach);
+                assert_eq!(e.env, ["A=1", "B=2"]);
+                assert_eq!(e.user.as_deref(), Some("1000:100"));
+                assert_eq!(e.cap, ["CAP_KILL"]);
+                assert_eq!(e.container_id, "c1");
+                assert_eq!(e.command, ["sh", "-c", "ls -l"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

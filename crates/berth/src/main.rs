@@ -1,5 +1,6 @@
 //! `berth`: a runc-compatible OCI runtime. Parses the command line and calls libberth.
 
+mod exec;
 mod log;
 mod ps;
 mod run;
@@ -115,6 +116,7 @@ fn dispatch(rt: &Runtime, cmd: Command, logger: &log::Logger) -> CmdResult {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Exec(e) => exec::exec(rt, &e, logger),
         Command::Pause(p) => {
             with_id(&p.container_id, rt.pause(&p.container_id))?;
             Ok(ExitCode::SUCCESS)

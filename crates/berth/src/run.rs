@@ -40,21 +40,7 @@ pub fn run(rt: &Runtime, r: &Run, logger: &Logger) -> CmdResult {
         rt.start(&id).map_err(fail)?;
         return Ok(ExitCode::SUCCESS);
     }
-    // Take every forwardable signal through a signalfd from here on.
-    let mut mask = SigSet::all();
-    for s in [
-        Signal::SIGKILL,
-        Signal::SIGSTOP,
-        Signal::SIGSEGV,
-        Signal::SIGBUS,
-        Signal::SIGILL,
-        Signal::SIGFPE,
-    ] {
-        mask.remove(s);
-    }
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| fail(Error::Unsupported(format!("signalfd: {e}"))))?;
+    let sfd = forward_signals().map_err(fail)?;
     let start = rt.start(&id);
     if let Err(e) = start {
         let _ = rt.delete(&id, true);
@@ -77,6 +63,24 @@ pub fn run(rt: &Runtime, r: &Run, logger: &Logger) -> CmdResult {
     Ok(ExitCode::from(code))
 }
 
+/// From here on, every forwardable signal arrives through the returned signalfd.
+pub(crate) fn forward_signals() -> Result<SignalFd, Error> {
+    let mut mask = SigSet::all();
+    for s in [
+        Signal::SIGKILL,
+        Signal::SIGSTOP,
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGILL,
+        Signal::SIGFPE,
+    ] {
+        mask.remove(s);
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| Error::Unsupported(format!("signalfd: {e}")))
+}
+
 fn terminal_requested(bundle: &std::path::Path) -> bool {
     std::fs::read(bundle.join("config.json"))
         .ok()
@@ -94,7 +98,12 @@ fn exit_code(st: WaitStatus) -> Option<u8> {
 }
 
 /// Reaps children, forwards signals and pumps the pty until the init exits.
-fn wait_loop(init: i32, sfd: &SignalFd, master: Option<&OwnedFd>, logger: &Logger) -> u8 {
+pub(crate) fn wait_loop(
+    init: i32,
+    sfd: &SignalFd,
+    master: Option<&OwnedFd>,
+    logger: &Logger,
+) -> u8 {
     let init = Pid::from_raw(init);
     let stdin = std::io::stdin();
     let mut stdin_open = master.is_some();
@@ -207,12 +216,12 @@ fn copy_winsize(master: &OwnedFd) {
 }
 
 /// Puts our stdin terminal in raw mode while proxying; restores it on drop.
-struct RawMode {
+pub(crate) struct RawMode {
     saved: nix::sys::termios::Termios,
 }
 
 impl RawMode {
-    fn enter() -> Option<RawMode> {
+    pub(crate) fn enter() -> Option<RawMode> {
         use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
         let stdin = std::io::stdin();
         let saved = tcgetattr(&stdin).ok()?;

@@ -14,6 +14,8 @@ mod common;
 mod cgroup_v2;
 #[path = "runtime/errors.rs"]
 mod errors;
+#[path = "runtime/exec.rs"]
+mod exec;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
 #[path = "runtime/spec.rs"]

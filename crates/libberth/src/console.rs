@@ -19,6 +19,27 @@ use crate::error::{Context, Error, Result};
 /// In the init, after the root switch: a new pty; the master goes to `create`, the slave
 /// is bind-mounted on /dev/console and returned.
 pub fn setup_in_container(chan: &Channel, size: Option<&ConsoleSize>) -> Result<OwnedFd> {
+    let (slave, slave_path) = new_pty(chan, size)?;
+    if !Path::new("/dev/console").exists() {
+        std::fs::write("/dev/console", b"").ctx(|| "create /dev/console".into())?;
+    }
+    mount(
+        Some(slave_path.as_str()),
+        "/dev/console",
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind {slave_path} on /dev/console"))?;
+    Ok(slave)
+}
+
+/// For `exec`: a new pty from the container's devpts; the master goes to the parent.
+pub fn open_pty(chan: &Channel, size: Option<&ConsoleSize>) -> Result<OwnedFd> {
+    new_pty(chan, size).map(|(slave, _)| slave)
+}
+
+fn new_pty(chan: &Channel, size: Option<&ConsoleSize>) -> Result<(OwnedFd, String)> {
     let master = open(
         "/dev/ptmx",
         OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
@@ -43,19 +64,8 @@ pub fn setup_in_container(chan: &Channel, size: Option<&ConsoleSize>) -> Result<
     if let Some(sz) = size {
         set_size(slave.as_fd(), sz.height() as u16, sz.width() as u16)?;
     }
-    if !Path::new("/dev/console").exists() {
-        std::fs::write("/dev/console", b"").ctx(|| "create /dev/console".into())?;
-    }
-    mount(
-        Some(slave_path.as_str()),
-        "/dev/console",
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .ctx(|| format!("bind {slave_path} on /dev/console"))?;
     chan.send_with_fd(&Msg::Console, Some(master.as_fd()))?;
-    Ok(slave)
+    Ok((slave, slave_path))
 }
 
 pub fn set_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<()> {

@@ -21,6 +21,10 @@ use crate::channel::{Channel, Msg};
 use crate::error::{Context, Error, Result};
 use crate::hooks;
 use crate::namespace::{self, Namespaces, NsFile};
+use crate::process::{
+    close_fds_except, close_fds_on_exec, enter_cwd, exec, lookup_path, set_dumpable, switch_user,
+    Never,
+};
 use crate::rootfs::{self, CgroupHierarchy, RootfsContext};
 
 /// Everything the forked processes need; built by `create` before the first fork.
@@ -120,14 +124,6 @@ fn write_time_offsets(spec: &Spec) -> Result<()> {
     fs::write("/proc/self/timens_offsets", text).ctx(|| "write /proc/self/timens_offsets".into())
 }
 
-fn set_dumpable(on: bool) -> Result<()> {
-    // SAFETY: prctl(PR_SET_DUMPABLE, 0|1) only changes a flag of this process.
-    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, on as libc::c_ulong, 0, 0, 0) };
-    Errno::result(rc)
-        .map(drop)
-        .ctx(|| "prctl(PR_SET_DUMPABLE)".into())
-}
-
 /// The container init; never returns.
 fn init(chan: &Channel, cfg: &InitConfig<'_>) -> ! {
     let mut ready = false;
@@ -148,8 +144,6 @@ fn init(chan: &Channel, cfg: &InitConfig<'_>) -> ! {
         }
     }
 }
-
-enum Never {}
 
 fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Never> {
     let spec = cfg.spec;
@@ -300,106 +294,6 @@ fn join_session_keyring(id: &str) -> Result<()> {
     }
 }
 
-/// Finds args[0] the way execvp would, with the container's PATH, inside the new root.
-pub fn lookup_path(cmd: &str, env: &[String]) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
-    if cmd.contains('/') {
-        let p = PathBuf::from(cmd);
-        return match fs::metadata(&p) {
-            Ok(m) if m.is_dir() => Err(Error::Exec(format!("exec: {cmd:?}: is a directory"))),
-            Ok(_) if executable(&p) => Ok(p),
-            Ok(_) => Err(Error::Exec(format!("exec: {cmd:?}: permission denied"))),
-            Err(_) => Err(Error::Exec(format!(
-                "exec: {cmd:?}: no such file or directory"
-            ))),
-        };
-    }
-    let path = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    for dir in path.split(':') {
-        let dir = if dir.is_empty() { "." } else { dir };
-        let cand = Path::new(dir).join(cmd);
-        if executable(&cand) {
-            return Ok(cand);
-        }
-    }
-    Err(Error::Exec(format!(
-        "exec: {cmd:?}: executable file not found in $PATH"
-    )))
-}
-
-fn switch_user(user: &oci_spec::runtime::User) -> Result<()> {
-    // Keep the permitted set across the uid change; capabilities are set right after.
-    // SAFETY: prctl(PR_SET_KEEPCAPS, 1) only sets a flag on this process.
-    Errno::result(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) })
-        .ctx(|| "set keep-caps".into())?;
-    let gids: Vec<Gid> = user
-        .additional_gids()
-        .as_deref()
-        .unwrap_or(&[])
-        .iter()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
-    let setgroups_allowed = fs::read_to_string("/proc/self/setgroups")
-        .map(|s| s.trim() != "deny")
-        .unwrap_or(true);
-    if setgroups_allowed {
-        nix::unistd::setgroups(&gids)
-            .ctx(|| format!("set additional gids {:?}", user.additional_gids()))?;
-    } else if !gids.is_empty() {
-        return Err(Error::Unsupported(
-            "process.user.additionalGids: setgroups is denied in this user namespace".into(),
-        ));
-    }
-    let gid = Gid::from_raw(user.gid());
-    setresgid(gid, gid, gid).ctx(|| format!("set gid {}", user.gid()))?;
-    let uid = Uid::from_raw(user.uid());
-    setresuid(uid, uid, uid).ctx(|| format!("set uid {}", user.uid()))?;
-    // SAFETY: prctl(PR_SET_KEEPCAPS, 0) only clears a flag on this process.
-    Errno::result(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) })
-        .ctx(|| "clear keep-caps".into())?;
-    Ok(())
-}
-
-/// Enters process.cwd resolved inside the new root without magic links, so a cwd such as
-/// /proc/self/fd/N cannot reach a host directory (CVE-2024-21626). A missing cwd is created,
-/// as runc does.
-fn enter_cwd(cwd: &Path) -> Result<()> {
-    let root = nix::fcntl::open(
-        "/",
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx(|| "open /".into())?;
-    let fd = match rootfs::resolve::open_in_root(
-        root.as_fd(),
-        cwd,
-        OFlag::O_PATH | OFlag::O_DIRECTORY,
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::ENOENT) => {
-            rootfs::resolve::mkdir_all(root.as_fd(), cwd, Mode::from_bits_truncate(0o755))?
-        }
-        Err(e) => return Err(Error::sys(format!("process.cwd {}", cwd.display()), e)),
-    };
-    nix::unistd::fchdir(&fd).ctx(|| format!("chdir to process.cwd {}", cwd.display()))?;
-    let now = nix::unistd::getcwd().ctx(|| format!("getcwd after chdir to {}", cwd.display()))?;
-    if !now.starts_with("/") {
-        return Err(Error::Init(format!(
-            "process.cwd {} is outside the container's root",
-            cwd.display()
-        )));
-    }
-    Ok(())
-}
-
 /// Blocks until `start` writes to the exec fifo.
 fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -416,83 +310,5 @@ fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
             Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::sys("read the exec fifo", e)),
         }
-    }
-}
-
-/// Closes every fd from `first` up except `keep`.
-fn close_fds_except(first: i32, keep: &[i32]) -> Result<()> {
-    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")
-        .ctx(|| "list /proc/self/fd".into())?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in fds {
-        if fd >= first && !keep.contains(&fd) {
-            // SAFETY: closing an fd of our own that no Rust object in this process will use
-            // again: the forked child only uses the channel and namespace fds it keeps.
-            unsafe { libc::close(fd) };
-        }
-    }
-    Ok(())
-}
-
-/// Marks every fd from `first` up close-on-exec: no runtime fd reaches the container.
-fn close_fds_on_exec(first: u32) -> Result<()> {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range only changes flags of fds in our own table.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
-    if Errno::result(rc).is_ok() {
-        return Ok(());
-    }
-    // Older kernels: walk /proc/self/fd.
-    let dir = fs::read_dir("/proc/self/fd").ctx(|| "list /proc/self/fd to close fds".into())?;
-    let fds: Vec<i32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|fd: &i32| *fd >= first as i32)
-        .collect();
-    for fd in fds {
-        // SAFETY: setting FD_CLOEXEC on an fd number of our own; a closed one gives EBADF.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    Ok(())
-}
-
-fn exec(exe: &Path, args: &[String], env: &[String]) -> Result<Never> {
-    let cstr = |s: &str, what: &str| {
-        CString::new(s).map_err(|_| Error::Init(format!("{what} {s:?} contains a NUL byte")))
-    };
-    let path = cstr(&exe.to_string_lossy(), "process.args[0]")?;
-    let argv: Vec<CString> = args
-        .iter()
-        .map(|a| cstr(a, "process.args"))
-        .collect::<Result<_>>()?;
-    let envp: Vec<CString> = env
-        .iter()
-        .map(|e| cstr(e, "process.env"))
-        .collect::<Result<_>>()?;
-    let e = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
-    Err(Error::sys(format!("exec {}", exe.display()), e))
-}
-
-#[allow(dead_code)]
-fn raw(fd: &OwnedFd) -> i32 {
-    fd.as_raw_fd()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lookup_uses_container_path() {
-        let env = vec!["PATH=/nonexistent:/bin".to_string()];
-        assert_eq!(lookup_path("sh", &env).unwrap(), PathBuf::from("/bin/sh"));
-        let e = lookup_path("no-such-cmd-xyz", &env)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("executable file not found in $PATH"), "{e}");
-        let e = lookup_path("/etc/passwd", &env).unwrap_err().to_string();
-        assert!(e.contains("permission denied"), "{e}");
-        let e = lookup_path("/nope/x", &env).unwrap_err().to_string();
-        assert!(e.contains("no such file or directory"), "{e}");
     }
 }

@@ -129,6 +129,11 @@ pub fn open_joined(ns: &Namespaces) -> Result<Vec<NsFile>> {
 }
 
 impl NsFile {
+    /// An already opened namespace file.
+    pub fn from_fd(typ: LinuxNamespaceType, path: PathBuf, fd: OwnedFd) -> NsFile {
+        NsFile { typ, path, fd }
+    }
+
     pub fn raw_fd(&self) -> i32 {
         use std::os::fd::AsRawFd;
         self.fd.as_raw_fd()

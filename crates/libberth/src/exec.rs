@@ -1,0 +1,514 @@
+//! `exec`: a new process in a running container. It joins every namespace of the container
+//! through the init's /proc/<pid>/ns files (user namespace first), enters the container's
+//! cgroup, and is set up as the init was — rlimits, LSM labels, bounding set,
+//! no_new_privs, seccomp, user, capabilities, cwd — before it execs.
+//!
+//! Processes: `berth exec` (P) forks an intermediate (S) that joins the namespaces and forks
+//! the process (I) into the joined pid namespace, then exits. P waits on I when not
+//! detached (as a subreaper, which the caller arranges).
+
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, setresgid, setresuid, setsid, ForkResult, Gid, Pid, Uid};
+use oci_spec::runtime::{Capabilities, LinuxCapabilities, LinuxNamespaceType, Process, Spec};
+
+use crate::caps::CapSets;
+use crate::channel::{Channel, Msg};
+use crate::clone::Spawned;
+use crate::container::{ConsoleTarget, Runtime};
+use crate::error::{Context, Error, Result};
+use crate::namespace::{self, type_name};
+use crate::process::{self, Never};
+use crate::state::{self, StateDir, Status};
+
+/// What `berth exec` asks for.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub id: String,
+    /// The process to run, complete (see [`Runtime::exec_process`] to build one from the
+    /// container's own process and command-line overrides).
+    pub process: Process,
+    pub console: Option<ConsoleTarget>,
+    pub pid_file: Option<PathBuf>,
+    pub preserve_fds: u32,
+    pub ignore_paused: bool,
+}
+
+/// Overrides of the container's process, as `exec`'s flags give them.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessOverrides {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub user: Option<(u32, Option<u32>)>,
+    pub additional_gids: Vec<u32>,
+    pub terminal: bool,
+    pub caps: Vec<String>,
+    pub no_new_privs: bool,
+    pub apparmor: Option<String>,
+    pub process_label: Option<String>,
+}
+
+/// A process started by exec.
+#[derive(Debug)]
+pub struct Execed {
+    pub pid: i32,
+    pub console_master: Option<OwnedFd>,
+}
+
+struct ExecConfig<'a> {
+    process: &'a Process,
+    ns_files: Vec<namespace::NsFile>,
+    userns: bool,
+    cgroup: Option<&'a berth_cgroups::Manager>,
+    /// The container is paused: join its (frozen) cgroup only after Ready, as the last
+    /// step before exec, or setup would freeze before it could report.
+    late_cgroup: bool,
+    /// With `late_cgroup`: the cgroup entry files, opened on the host before any setns.
+    late_files: Vec<OwnedFd>,
+    seccomp: Option<berth_seccomp::Filter>,
+    caps: CapSets,
+    preserve_fds: u32,
+}
+
+impl Runtime {
+    /// The container's own process with `o` applied, as runc's exec builds it when no
+    /// --process is given: args replaced, env appended (a key given again wins), user,
+    /// cwd, terminal, extra capabilities added to every set but inheritable (CVE-2022-29162),
+    /// no_new_privs, labels.
+    pub fn exec_process(&self, id: &str, o: &ProcessOverrides) -> Result<Process> {
+        let saved = StateDir::open(&self.root, id)?.load()?;
+        let spec = container_spec(&saved.bundle)?;
+        let mut p = spec.process().clone().unwrap_or_default();
+        if o.args.is_empty() {
+            return Err(Error::Unsupported(
+                "exec needs a command (or --process)".into(),
+            ));
+        }
+        p.set_args(Some(o.args.clone()));
+        let mut env = p.env().clone().unwrap_or_default();
+        for e in &o.env {
+            let key = e.split('=').next().unwrap_or("");
+            env.retain(|x| x.split('=').next() != Some(key));
+            env.push(e.clone());
+        }
+        p.set_env(Some(env));
+        if let Some(cwd) = &o.cwd {
+            p.set_cwd(cwd.clone());
+        }
+        let mut user = p.user().clone();
+        if let Some((uid, gid)) = o.user {
+            user.set_uid(uid);
+            user.set_gid(gid.unwrap_or(0));
+        }
+        if !o.additional_gids.is_empty() {
+            user.set_additional_gids(Some(o.additional_gids.clone()));
+        }
+        p.set_user(user);
+        p.set_terminal(Some(o.terminal));
+        if !o.caps.is_empty() {
+            let extra = o
+                .caps
+                .iter()
+                .map(|name| {
+                    serde_json::from_value::<oci_spec::runtime::Capability>(serde_json::json!(name))
+                        .map_err(|_| {
+                            Error::Unsupported(format!("--cap: unknown capability {name:?}"))
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut caps = p.capabilities().clone().unwrap_or_else(|| {
+                let mut c = LinuxCapabilities::default();
+                c.set_bounding(None);
+                c.set_effective(None);
+                c.set_permitted(None);
+                c.set_inheritable(None);
+                c.set_ambient(None);
+                c
+            });
+            let with_extra = |set: &Option<Capabilities>| {
+                let mut s = set.clone().unwrap_or_default();
+                s.extend(extra.iter().copied());
+                Some(s)
+            };
+            let (b, e, pe, a) = (
+                with_extra(caps.bounding()),
+                with_extra(caps.effective()),
+                with_extra(caps.permitted()),
+                with_extra(caps.ambient()),
+            );
+            caps.set_bounding(b);
+            caps.set_effective(e);
+            caps.set_permitted(pe);
+            // Inheritable stays as the container has it: never granted by --cap
+            // (CVE-2022-29162). Ambient needs inheritable, so an added ambient cap only
+            // takes effect where the container already allows it.
+            caps.set_ambient(a);
+            p.set_capabilities(Some(caps));
+        }
+        if o.no_new_privs {
+            p.set_no_new_privileges(Some(true));
+        }
+        if let Some(a) = &o.apparmor {
+            p.set_apparmor_profile(Some(a.clone()));
+        }
+        if let Some(l) = &o.process_label {
+            p.set_selinux_label(Some(l.clone()));
+        }
+        Ok(p)
+    }
+
+    /// Starts `o.process` inside the running container `o.id`. Returns once the process is
+    /// about to exec, with its host pid.
+    pub fn exec(&self, o: &ExecOptions) -> Result<Execed> {
+        let p = &o.process;
+        match p.args().as_deref() {
+            None | Some([]) => {
+                return Err(Error::Unsupported("process.args must not be empty".into()))
+            }
+            Some([first, ..]) if first.is_empty() => {
+                return Err(Error::Unsupported(
+                    "process.args[0] must not be empty".into(),
+                ))
+            }
+            _ => {}
+        }
+        if p.terminal().unwrap_or(false) && o.console.is_none() {
+            return Err(Error::Unsupported(
+                "a terminal needs --console-socket (or exec in the foreground)".into(),
+            ));
+        }
+        for r in p.rlimits().as_deref().unwrap_or(&[]) {
+            crate::rlimit::check_against_host(r)
+                .map_err(|reason| Error::Unsupported(format!("process.rlimits: {reason}")))?;
+        }
+        let dir = StateDir::open(&self.root, &o.id)?;
+        let saved = dir.load()?;
+        let status = crate::container::derive_status(&dir.fifo(), &saved);
+        let paused = status == Status::Paused;
+        match status {
+            Status::Running | Status::Created => {}
+            Status::Paused if o.ignore_paused => {}
+            other => {
+                return Err(Error::BadState {
+                    op: "exec in",
+                    status: other,
+                })
+            }
+        }
+        let spec = container_spec(&saved.bundle)?;
+        let linux = spec.linux().clone().unwrap_or_default();
+        let listed: Vec<LinuxNamespaceType> = linux
+            .namespaces()
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        // The init's namespaces, opened while its start time still matches.
+        let mut ns_files = Vec::new();
+        for t in namespace::ORDER {
+            if !listed.contains(&t) {
+                continue;
+            }
+            let path = PathBuf::from(format!("/proc/{}/ns/{}", saved.pid, proc_ns_name(t)));
+            let fd = open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ctx(|| {
+                format!(
+                    "open the container's {} namespace {}",
+                    type_name(t),
+                    path.display()
+                )
+            })?;
+            ns_files.push(namespace::NsFile::from_fd(t, path, fd));
+        }
+        if !state::pid_alive(saved.pid, saved.pid_start) {
+            return Err(Error::BadState {
+                op: "exec in",
+                status: Status::Stopped,
+            });
+        }
+        let seccomp = match linux.seccomp() {
+            Some(s) => Some(berth_seccomp::compile(s)?),
+            None => None,
+        };
+        let caps = p
+            .capabilities()
+            .as_ref()
+            .map(CapSets::from_spec)
+            .unwrap_or_else(CapSets::empty);
+        let late_files = match saved.cgroup.as_ref().filter(|_| paused) {
+            Some(cg) => cg
+                .self_entry_files(false)
+                .iter()
+                .map(|f| {
+                    open(f, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+                        .ctx(|| format!("open {}", f.display()))
+                })
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        let cfg = ExecConfig {
+            process: p,
+            ns_files,
+            userns: listed.contains(&LinuxNamespaceType::User),
+            cgroup: saved.cgroup.as_ref(),
+            late_cgroup: paused,
+            late_files,
+            seccomp,
+            caps,
+            preserve_fds: o.preserve_fds,
+        };
+        let cgroup_dir = saved
+            .cgroup
+            .as_ref()
+            .filter(|_| !paused)
+            .and_then(|c| c.unified_path())
+            .and_then(|p| {
+                open(
+                    &p,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .ok()
+            });
+        let (parent, child) = Channel::pair()?;
+        // SAFETY: berth is single-threaded here, so the child may run arbitrary code.
+        let spawned = unsafe { crate::clone::fork_into(cgroup_dir.as_ref().map(|f| f.as_fd())) }?;
+        let stage1 = match spawned {
+            Spawned::Child { in_cgroup } => {
+                drop(parent);
+                intermediate(child, &cfg, in_cgroup)
+            }
+            Spawned::Parent { child: pid } => pid,
+        };
+        drop(child);
+        drop(cgroup_dir);
+        let res = drive(&parent, o);
+        let _ = waitpid(stage1, None);
+        let (pid, master) = match res {
+            Ok(r) => r,
+            Err((pid, e)) => {
+                if let Some(pid) = pid {
+                    let _ = nix::sys::signal::kill(
+                        Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                return Err(e);
+            }
+        };
+        if let Some(cg) = saved.cgroup.as_ref().filter(|_| paused) {
+            wait_in_cgroup(cg, pid)?;
+        }
+        if let Some(pf) = &o.pid_file {
+            let abs = if pf.is_absolute() {
+                pf.clone()
+            } else {
+                std::env::current_dir().unwrap_or_default().join(pf)
+            };
+            state::write_atomic(&abs, pid.to_string().as_bytes(), 0o644)?;
+        }
+        Ok(Execed {
+            pid,
+            console_master: master,
+        })
+    }
+}
+
+/// Waits (bounded) until `pid` shows in the cgroup: the process joins a paused container's
+/// cgroup only after it reported Ready.
+fn wait_in_cgroup(cg: &berth_cgroups::Manager, pid: i32) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if cg.pids()?.contains(&pid) {
+            return Ok(());
+        }
+        if state::proc_stat(pid).is_none_or(|s| s.state == 'Z') {
+            return Err(Error::Exec(
+                "the process exited before it joined the container's cgroup".into(),
+            ));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Exec(format!(
+                "process {pid} did not join the container's cgroup"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+type DriveError = (Option<i32>, Error);
+
+fn drive(
+    chan: &Channel,
+    o: &ExecOptions,
+) -> std::result::Result<(i32, Option<OwnedFd>), DriveError> {
+    let mut pid = None;
+    let mut master = None;
+    loop {
+        let msg = chan.recv().map_err(|e| (pid, e))?;
+        let Some((msg, fd)) = msg else {
+            return Err((
+                pid,
+                Error::Init("the exec process exited during setup".into()),
+            ));
+        };
+        match msg {
+            Msg::InitPid(p) => pid = Some(p),
+            Msg::Console => {
+                let fd =
+                    fd.ok_or_else(|| (pid, Error::Init("console message without a pty".into())))?;
+                match &o.console {
+                    Some(ConsoleTarget::Socket(p)) => {
+                        crate::console::send_to_socket(p, fd.as_fd()).map_err(|e| (pid, e))?
+                    }
+                    Some(ConsoleTarget::Return) => master = Some(fd),
+                    None => {}
+                }
+            }
+            Msg::Ready => {
+                let p = pid.ok_or((
+                    None,
+                    Error::Init("exec process ready before its pid came".into()),
+                ))?;
+                return Ok((p, master));
+            }
+            Msg::Failed(e) => return Err((pid, Error::Exec(e))),
+            other => return Err((pid, Error::Init(format!("unexpected message {other:?}")))),
+        }
+    }
+}
+
+fn proc_ns_name(t: LinuxNamespaceType) -> &'static str {
+    match t {
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::User => "user",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Time => "time",
+    }
+}
+
+fn container_spec(bundle: &std::path::Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    let data = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+    serde_json::from_slice(&data).map_err(|e| Error::ConfigParse {
+        file: path,
+        source: e,
+    })
+}
+
+fn intermediate(chan: Channel, cfg: &ExecConfig<'_>, in_cgroup: bool) -> ! {
+    let code = match run_intermediate(&chan, cfg, in_cgroup) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = chan.send(&Msg::Failed(e.chain()));
+            1
+        }
+    };
+    // SAFETY: _exit ends this forked process without running the parent's exit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+fn run_intermediate(chan: &Channel, cfg: &ExecConfig<'_>, in_cgroup: bool) -> Result<()> {
+    let mut keep: Vec<i32> = cfg.ns_files.iter().map(|f| f.raw_fd()).collect();
+    keep.extend(cfg.late_files.iter().map(|f| f.as_raw_fd()));
+    keep.push(chan.as_fd().as_raw_fd());
+    process::close_fds_except(3 + cfg.preserve_fds as i32, &keep)?;
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // Non-dumpable until exec: container processes cannot reach our memory or
+    // /proc/<pid>/exe while we run inside their namespaces.
+    process::set_dumpable(false)?;
+    if let Some(cg) = cfg.cgroup.filter(|_| !cfg.late_cgroup) {
+        cg.enter_self(in_cgroup)?;
+    }
+    for f in &cfg.ns_files {
+        namespace::join(f)?;
+    }
+    if cfg.userns {
+        setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            .ctx(|| "become gid 0 in the container's user namespace".into())?;
+        setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            .ctx(|| "become uid 0 in the container's user namespace".into())?;
+    }
+    // SAFETY: this process is single-threaded (forked from the single-threaded berth).
+    match unsafe { fork() }.ctx(|| "fork the exec process".into())? {
+        ForkResult::Child => exec_child(chan, cfg),
+        ForkResult::Parent { child } => chan.send(&Msg::InitPid(child.as_raw())),
+    }
+}
+
+fn exec_child(chan: &Channel, cfg: &ExecConfig<'_>) -> ! {
+    let mut ready = false;
+    let Err(e) = run_exec_child(chan, cfg, &mut ready);
+    if ready {
+        eprintln!("berth: exec: {}", e.chain());
+    } else {
+        let _ = chan.send(&Msg::Failed(e.chain()));
+    }
+    // SAFETY: ending the forked process without unwinding into the parent's frames.
+    unsafe { libc::_exit(127) }
+}
+
+fn run_exec_child(chan: &Channel, cfg: &ExecConfig<'_>, ready: &mut bool) -> Result<Never> {
+    let p = cfg.process;
+    let console = if p.terminal().unwrap_or(false) {
+        setsid().ctx(|| "setsid".into())?;
+        Some(crate::console::open_pty(chan, p.console_size().as_ref())?)
+    } else {
+        None
+    };
+    crate::rlimit::apply(p.rlimits().as_deref().unwrap_or(&[]))?;
+    let env: Vec<String> = p.env().clone().unwrap_or_default();
+    let args = p.args().as_deref().expect("checked");
+    let exe = process::lookup_path(&args[0], &env)?;
+    if let Some(a) = p.apparmor_profile().as_deref().filter(|a| !a.is_empty()) {
+        crate::lsm::apparmor_exec(a)?;
+    }
+    if let Some(l) = p.selinux_label().as_deref().filter(|l| !l.is_empty()) {
+        crate::lsm::selinux_exec(l)?;
+    }
+    cfg.caps.apply_bounding()?;
+    let nnp = p.no_new_privileges().unwrap_or(false);
+    if nnp {
+        // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) only sets a flag on this process.
+        let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        nix::errno::Errno::result(rc).ctx(|| "set no_new_privs".into())?;
+    } else if let Some(f) = &cfg.seccomp {
+        f.load()?;
+    }
+    process::switch_user(p.user())?;
+    cfg.caps.apply_process()?;
+    process::enter_cwd(p.cwd())?;
+    if let Some(mask) = p.user().umask() {
+        nix::sys::stat::umask(Mode::from_bits_truncate(mask));
+    }
+    if let Some(pty) = &console {
+        crate::console::become_controlling(pty)?;
+    }
+    chan.send(&Msg::Ready)?;
+    *ready = true;
+    for f in &cfg.late_files {
+        // Into the paused container's cgroup: frozen here until it is resumed.
+        nix::unistd::write(f, b"0").ctx(|| "join the paused container's cgroup".into())?;
+    }
+    if nnp {
+        if let Some(f) = &cfg.seccomp {
+            f.load()?;
+        }
+    }
+    process::close_fds_on_exec(3 + cfg.preserve_fds)?;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .ctx(|| "reset signal mask".into())?;
+    process::exec(&exe, args, &env)
+}

@@ -1,0 +1,199 @@
+//! Process setup steps shared by the container init and `exec`: the executable lookup, the
+//! user switch, the cwd, fd hygiene and the final execve.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use nix::unistd::{setresgid, setresuid, Gid, Uid};
+
+use crate::error::{Context, Error, Result};
+use crate::rootfs;
+
+/// A function that never returns normally (it execs or fails).
+pub enum Never {}
+
+pub(crate) fn set_dumpable(on: bool) -> Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0|1) only changes a flag of this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, on as libc::c_ulong, 0, 0, 0) };
+    Errno::result(rc)
+        .map(drop)
+        .ctx(|| "prctl(PR_SET_DUMPABLE)".into())
+}
+
+/// Finds args[0] the way execvp would, with the container's PATH, inside the new root.
+pub fn lookup_path(cmd: &str, env: &[String]) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if cmd.contains('/') {
+        let p = PathBuf::from(cmd);
+        return match fs::metadata(&p) {
+            Ok(m) if m.is_dir() => Err(Error::Exec(format!("exec: {cmd:?}: is a directory"))),
+            Ok(_) if executable(&p) => Ok(p),
+            Ok(_) => Err(Error::Exec(format!("exec: {cmd:?}: permission denied"))),
+            Err(_) => Err(Error::Exec(format!(
+                "exec: {cmd:?}: no such file or directory"
+            ))),
+        };
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let cand = Path::new(dir).join(cmd);
+        if executable(&cand) {
+            return Ok(cand);
+        }
+    }
+    Err(Error::Exec(format!(
+        "exec: {cmd:?}: executable file not found in $PATH"
+    )))
+}
+
+pub(crate) fn switch_user(user: &oci_spec::runtime::User) -> Result<()> {
+    // Keep the permitted set across the uid change; capabilities are set right after.
+    // SAFETY: prctl(PR_SET_KEEPCAPS, 1) only sets a flag on this process.
+    Errno::result(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) })
+        .ctx(|| "set keep-caps".into())?;
+    let gids: Vec<Gid> = user
+        .additional_gids()
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    let setgroups_allowed = fs::read_to_string("/proc/self/setgroups")
+        .map(|s| s.trim() != "deny")
+        .unwrap_or(true);
+    if setgroups_allowed {
+        nix::unistd::setgroups(&gids)
+            .ctx(|| format!("set additional gids {:?}", user.additional_gids()))?;
+    } else if !gids.is_empty() {
+        return Err(Error::Unsupported(
+            "process.user.additionalGids: setgroups is denied in this user namespace".into(),
+        ));
+    }
+    let gid = Gid::from_raw(user.gid());
+    setresgid(gid, gid, gid).ctx(|| format!("set gid {}", user.gid()))?;
+    let uid = Uid::from_raw(user.uid());
+    setresuid(uid, uid, uid).ctx(|| format!("set uid {}", user.uid()))?;
+    // SAFETY: prctl(PR_SET_KEEPCAPS, 0) only clears a flag on this process.
+    Errno::result(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) })
+        .ctx(|| "clear keep-caps".into())?;
+    Ok(())
+}
+
+/// Enters process.cwd resolved inside the new root without magic links, so a cwd such as
+/// /proc/self/fd/N cannot reach a host directory (CVE-2024-21626). A missing cwd is created,
+/// as runc does.
+pub(crate) fn enter_cwd(cwd: &Path) -> Result<()> {
+    let root = nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "open /".into())?;
+    let fd = match rootfs::resolve::open_in_root(
+        root.as_fd(),
+        cwd,
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => {
+            rootfs::resolve::mkdir_all(root.as_fd(), cwd, Mode::from_bits_truncate(0o755))?
+        }
+        Err(e) => return Err(Error::sys(format!("process.cwd {}", cwd.display()), e)),
+    };
+    nix::unistd::fchdir(&fd).ctx(|| format!("chdir to process.cwd {}", cwd.display()))?;
+    let now = nix::unistd::getcwd().ctx(|| format!("getcwd after chdir to {}", cwd.display()))?;
+    if !now.starts_with("/") {
+        return Err(Error::Init(format!(
+            "process.cwd {} is outside the container's root",
+            cwd.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Closes every fd from `first` up except `keep`.
+pub(crate) fn close_fds_except(first: i32, keep: &[i32]) -> Result<()> {
+    let fds: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .ctx(|| "list /proc/self/fd".into())?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd >= first && !keep.contains(&fd) {
+            // SAFETY: closing an fd of our own that no Rust object in this process will use
+            // again: the forked child only uses the channel and namespace fds it keeps.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
+
+/// Marks every fd from `first` up close-on-exec: no runtime fd reaches the container.
+pub(crate) fn close_fds_on_exec(first: u32) -> Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes flags of fds in our own table.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if Errno::result(rc).is_ok() {
+        return Ok(());
+    }
+    // Older kernels: walk /proc/self/fd.
+    let dir = fs::read_dir("/proc/self/fd").ctx(|| "list /proc/self/fd to close fds".into())?;
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd: &i32| *fd >= first as i32)
+        .collect();
+    for fd in fds {
+        // SAFETY: setting FD_CLOEXEC on an fd number of our own; a closed one gives EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
+pub(crate) fn exec(exe: &Path, args: &[String], env: &[String]) -> Result<Never> {
+    let cstr = |s: &str, what: &str| {
+        CString::new(s).map_err(|_| Error::Init(format!("{what} {s:?} contains a NUL byte")))
+    };
+    let path = cstr(&exe.to_string_lossy(), "process.args[0]")?;
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| cstr(a, "process.args"))
+        .collect::<Result<_>>()?;
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|e| cstr(e, "process.env"))
+        .collect::<Result<_>>()?;
+    let e = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
+    Err(Error::sys(format!("exec {}", exe.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_uses_container_path() {
+        let env = vec!["PATH=/nonexistent:/bin".to_string()];
+        assert_eq!(lookup_path("sh", &env).unwrap(), PathBuf::from("/bin/sh"));
+        let e = lookup_path("no-such-cmd-xyz", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("executable file not found in $PATH"), "{e}");
+        let e = lookup_path("/etc/passwd", &env).unwrap_err().to_string();
+        assert!(e.contains("permission denied"), "{e}");
+        let e = lookup_path("/nope/x", &env).unwrap_err().to_string();
+        assert!(e.contains("no such file or directory"), "{e}");
+    }
+}
