@@ -88,6 +88,8 @@ pub enum Command {
     Features(Features),
     /// Run a new process inside a running container.
     Exec(Box<Exec>),
+    /// Change the cgroup limits of a container.
+    Update(Box<Update>),
     /// Suspend every process of the container (cgroup freezer).
     Pause(Pause),
     /// Resume a paused container.
@@ -150,6 +152,62 @@ pub struct Exec {
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Update {
+    /// A linux.resources JSON file ("-" for stdin); the flags below are ignored with it.
+    #[arg(short = 'r', long = "resources", value_name = "PATH")]
+    pub resources: Option<PathBuf>,
+    /// Block IO weight, 10-1000.
+    #[arg(long = "blkio-weight")]
+    pub blkio_weight: Option<u16>,
+    /// CPU CFS period (µs).
+    #[arg(long = "cpu-period")]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS quota (µs); -1 for none.
+    #[arg(long = "cpu-quota", allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPU shares (relative weight).
+    #[arg(long = "cpu-share")]
+    pub cpu_share: Option<u64>,
+    /// CPU realtime period (µs).
+    #[arg(long = "cpu-rt-period")]
+    pub cpu_rt_period: Option<u64>,
+    /// CPU realtime runtime (µs).
+    #[arg(long = "cpu-rt-runtime", allow_hyphen_values = true)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// CPUs allowed (cpuset), e.g. 0-3 or 0,1.
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes allowed (cpuset).
+    #[arg(long = "cpuset-mems")]
+    pub cpuset_mems: Option<String>,
+    /// Memory limit, bytes or with a unit (k, m, g, t); -1 for none.
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory: Option<String>,
+    /// Memory soft limit.
+    #[arg(long = "memory-reservation", allow_hyphen_values = true)]
+    pub memory_reservation: Option<String>,
+    /// Memory plus swap limit; -1 for unlimited swap.
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Kernel memory limit (cgroup v1, deprecated).
+    #[arg(long = "kernel-memory", allow_hyphen_values = true)]
+    pub kernel_memory: Option<String>,
+    /// Kernel TCP memory limit (cgroup v1).
+    #[arg(long = "kernel-memory-tcp", allow_hyphen_values = true)]
+    pub kernel_memory_tcp: Option<String>,
+    /// Maximum number of processes; 0 or -1 for none.
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Intel RDT L3 cache schema (not supported).
+    #[arg(long = "l3-cache-schema")]
+    pub l3_cache_schema: Option<String>,
+    /// Intel RDT memory bandwidth schema (not supported).
+    #[arg(long = "mem-bw-schema")]
+    pub mem_bw_schema: Option<String>,
+    pub container_id: String,
 }
 
 #[derive(Debug, Args)]

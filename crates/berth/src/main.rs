@@ -4,6 +4,7 @@ mod exec;
 mod log;
 mod ps;
 mod run;
+mod update;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -117,6 +118,11 @@ fn dispatch(rt: &Runtime, cmd: Command, logger: &log::Logger) -> CmdResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec(e) => exec::exec(rt, &e, logger),
+        Command::Update(u) => {
+            let r = update::resources(&u).map_err(|e| (Some(u.container_id.clone()), e))?;
+            with_id(&u.container_id, rt.update(&u.container_id, &r))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Pause(p) => {
             with_id(&p.container_id, rt.pause(&p.container_id))?;
             Ok(ExitCode::SUCCESS)

@@ -362,6 +362,26 @@ impl Runtime {
         destroy(dir, &saved)
     }
 
+    /// Applies new cgroup limits to a created, running or paused container. Only what
+    /// `r` sets is written.
+    pub fn update(&self, id: &str, r: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        let dir = StateDir::open(&self.root, id)?;
+        let saved = dir.load()?;
+        let status = status_of(&dir, &saved);
+        if matches!(status, Status::Stopped | Status::Creating) {
+            return Err(Error::BadState {
+                op: "update",
+                status,
+            });
+        }
+        let cg = saved
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("the container has no cgroup to update".into()))?;
+        cg.apply_resources(r)?;
+        Ok(())
+    }
+
     /// Freezes every process of a running container (v1 freezer, v2 cgroup.freeze).
     pub fn pause(&self, id: &str) -> Result<()> {
         let dir = StateDir::open(&self.root, id)?;

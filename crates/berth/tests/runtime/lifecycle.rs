@@ -919,3 +919,91 @@ fn ps_lists_the_containers_processes() {
         table.stdout
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// update
+// ---------------------------------------------------------------------------------------------
+
+fn cgroup_value(id: &str, hierarchy: &str, file: &str) -> String {
+    let p = expected_cgroup_dir(hierarchy, id).join(file);
+    fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn update_flags_change_the_running_containers_limits() {
+    let berth = Berth::new();
+    let b = sleeper();
+    let id = unique_id("update");
+    berth.start_and_wait(&id, &b, "ready");
+
+    berth
+        .cmd(&[
+            "update",
+            "--memory",
+            "48m",
+            "--pids-limit",
+            "20",
+            "--cpu-quota",
+            "20000",
+            "--cpu-period",
+            "100000",
+            &id,
+        ])
+        .assert_ok("update");
+
+    assert_eq!(
+        cgroup_value(&id, "memory", "memory.limit_in_bytes"),
+        (48u64 << 20).to_string()
+    );
+    assert_eq!(cgroup_value(&id, "pids", "pids.max"), "20");
+    assert_eq!(cgroup_value(&id, "cpu", "cpu.cfs_quota_us"), "20000");
+}
+
+#[test]
+fn update_takes_a_resources_json_file() {
+    let berth = Berth::new();
+    let b = sleeper();
+    let id = unique_id("updjson");
+    berth.start_and_wait(&id, &b, "ready");
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r.json");
+    fs::write(
+        &r,
+        json!({"pids": {"limit": 33}, "memory": {"limit": 40_000_000i64}}).to_string(),
+    )
+    .unwrap();
+
+    berth
+        .cmd(&["update", "-r", r.to_str().unwrap(), &id])
+        .assert_ok("update -r");
+
+    assert_eq!(cgroup_value(&id, "pids", "pids.max"), "33");
+    // The kernel rounds down to whole pages.
+    assert_eq!(
+        cgroup_value(&id, "memory", "memory.limit_in_bytes"),
+        (40_000_000u64 / 4096 * 4096).to_string()
+    );
+}
+
+#[test]
+fn update_refuses_a_stopped_container_and_a_bad_size() {
+    let berth = Berth::new();
+    let b = sleeper();
+    let id = unique_id("updbad");
+    berth.start_and_wait(&id, &b, "ready");
+
+    berth
+        .cmd(&["update", "--memory", "lots", &id])
+        .assert_error("bad size")
+        .assert_stderr_has("bad size", &[&id, "--memory", "lots"]);
+
+    berth.cmd(&["kill", &id, "KILL"]).assert_ok("kill");
+    berth.wait_status(&id, "stopped");
+    berth
+        .cmd(&["update", "--pids-limit", "5", &id])
+        .assert_error("update stopped")
+        .assert_stderr_has("update stopped", &[&id, "stopped"]);
+}
