@@ -4,6 +4,7 @@ mod exec;
 mod log;
 mod ps;
 mod run;
+mod sealed;
 mod update;
 
 use std::io::Write;
@@ -25,6 +26,15 @@ fn main() -> ExitCode {
         let _ = GlobalOpts::command().print_help();
         return ExitCode::from(1);
     };
+    // Commands whose processes enter a container run from a sealed copy of berth.
+    if matches!(cmd, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
+        if let Err(e) = sealed::ensure() {
+            logger.error(&format!(
+                "cannot protect the berth binary (CVE-2019-5736): {e}"
+            ));
+            return ExitCode::from(1);
+        }
+    }
     let rt = Runtime {
         root: opts.root.clone(),
         systemd_cgroup: opts.systemd_cgroup,

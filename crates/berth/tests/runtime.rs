@@ -12,6 +12,8 @@ mod common;
 
 #[path = "runtime/cgroup_v2.rs"]
 mod cgroup_v2;
+#[path = "runtime/cves.rs"]
+mod cves;
 #[path = "runtime/errors.rs"]
 mod errors;
 #[path = "runtime/exec.rs"]
