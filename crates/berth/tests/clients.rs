@@ -1163,6 +1163,49 @@ fn check_probe(client: &str, what: &str, out: &CmdOut, expect: Expect, volume: &
     }
 }
 
+/// `<client> exec` into a running `sleep 600` container: the process runs as the given user,
+/// sees the container's pid 1, and its exit status comes back. `as_user` is the exec command
+/// with `--user 1000` and the container already named; `plain` adds `exec <container>` to a
+/// fresh client command made by `client_cmd`.
+fn check_exec(
+    client: &str,
+    as_user: &mut Command,
+    plain: impl Fn(&mut Command),
+    client_cmd: impl Fn() -> Command,
+) {
+    let out = run_cmd(
+        as_user.args(["sh", "-c", "id -u; cat /proc/1/cmdline | tr '\\0' ' '"]),
+        CMD_TIMEOUT,
+    );
+    assert!(
+        out.success(),
+        "{client} exec failed: {}\n{}",
+        out.shown,
+        out.stderr
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("1000"),
+        "{client} exec --user: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("sleep 600"),
+        "{client} exec did not join the container's pid namespace: {}",
+        out.stdout
+    );
+    let mut cmd = client_cmd();
+    plain(&mut cmd);
+    let out = run_cmd(cmd.args(["sh", "-c", "exit 9"]), CMD_TIMEOUT);
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{client} exec exit status: {}",
+        out.shown
+    );
+}
+
 fn check_exit_code(client: &str, out: &CmdOut) {
     assert!(
         !out.timed_out,
@@ -1553,6 +1596,23 @@ fn podman() {
         "conmon must be told to use the runtime under test: {conmon}"
     );
     assert_runtime_runs("podman", &runtime, None, &id, Some(pid));
+    check_exec(
+        "podman",
+        pm.cmd().args(["exec", "--user", "1000", "probe"]),
+        |c| {
+            c.args(["exec", "probe"]);
+        },
+        || pm.cmd(),
+    );
+
+    // pause and unpause go through the runtime's pause and resume.
+    run_ok(pm.cmd().args(["pause", "probe"]));
+    let st = runtime_state(&runtime, None, &id).expect("runtime state of the paused container");
+    assert_eq!(st["status"], "paused", "after podman pause: {st}");
+    run_ok(pm.cmd().args(["unpause", "probe"]));
+    let st = runtime_state(&runtime, None, &id).expect("runtime state after unpause");
+    assert_eq!(st["status"], "running", "after podman unpause: {st}");
+
     run_ok(pm.cmd().args(["rm", "--force", "--time", "0", "probe"]));
     assert_runtime_forgot("podman", &runtime, None, &id);
     let left = run_ok(pm.cmd().args(["ps", "--all", "--quiet"]));
@@ -2022,6 +2082,14 @@ fn docker() {
     );
     let runtime_root = options["root"].as_str().map(|r| Path::new(r).join("moby"));
     assert_runtime_runs("docker", &runtime, runtime_root.as_deref(), &id, Some(pid));
+    check_exec(
+        "docker",
+        docker.cmd().args(["exec", "--user", "1000", &id]),
+        |c| {
+            c.args(["exec", &id]);
+        },
+        || docker.cmd(),
+    );
     run_ok(docker.cmd().args(["rm", "--force", &id]));
     assert_runtime_forgot("docker", &runtime, runtime_root.as_deref(), &id);
     let left = run_ok(docker.cmd().args(["ps", "--all", "--quiet"]));
