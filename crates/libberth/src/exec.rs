@@ -15,7 +15,7 @@ use nix::fcntl::{open, OFlag};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, setresgid, setresuid, setsid, ForkResult, Gid, Pid, Uid};
+use nix::unistd::{setresgid, setresuid, setsid, Gid, Pid, Uid};
 use oci_spec::runtime::{Capabilities, LinuxCapabilities, LinuxNamespaceType, Process, Spec};
 
 use crate::caps::CapSets;
@@ -441,11 +441,7 @@ fn run_intermediate(chan: &Channel, cfg: &ExecConfig<'_>, in_cgroup: bool) -> Re
         setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
             .ctx(|| "become uid 0 in the container's user namespace".into())?;
     }
-    // SAFETY: this process is single-threaded (forked from the single-threaded berth).
-    match unsafe { fork() }.ctx(|| "fork the exec process".into())? {
-        ForkResult::Child => exec_child(chan, cfg),
-        ForkResult::Parent { child } => chan.send(&Msg::InitPid(child.as_raw())),
-    }
+    crate::process::fork_after_pid_sent(chan, "fork the exec process", |chan| exec_child(chan, cfg))
 }
 
 fn exec_child(chan: &Channel, cfg: &ExecConfig<'_>) -> ! {

@@ -13,7 +13,7 @@ use nix::fcntl::OFlag;
 use nix::sched::unshare;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::sys::stat::Mode;
-use nix::unistd::{fork, setresgid, setresuid, setsid, ForkResult, Gid, Uid};
+use nix::unistd::{setresgid, setresuid, setsid, Gid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::caps::CapSets;
@@ -96,13 +96,7 @@ fn run_intermediate(chan: &Channel, cfg: &InitConfig<'_>, in_cgroup: bool) -> Re
         write_time_offsets(cfg.spec)?;
     }
     // SAFETY: this process is single-threaded (forked from the single-threaded `create`).
-    match unsafe { fork() }.ctx(|| "fork the container init".into())? {
-        ForkResult::Child => init(chan, cfg),
-        ForkResult::Parent { child } => {
-            chan.send(&Msg::InitPid(child.as_raw()))?;
-            Ok(())
-        }
-    }
+    crate::process::fork_after_pid_sent(chan, "fork the container init", |chan| init(chan, cfg))
 }
 
 fn write_time_offsets(spec: &Spec) -> Result<()> {

@@ -17,6 +17,35 @@ use crate::rootfs;
 /// A function that never returns normally (it execs or fails).
 pub enum Never {}
 
+/// Forks the next process of a setup chain and sends its pid (`Msg::InitPid`) to the
+/// parent; the child runs `child` only once that message is on the channel, so the parent
+/// always learns the pid before anything the child says.
+pub(crate) fn fork_after_pid_sent(
+    chan: &crate::channel::Channel,
+    what: &str,
+    // The child side never returns in practice (it execs or _exits).
+    child: impl FnOnce(&crate::channel::Channel) -> Result<()>,
+) -> Result<()> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx(|| format!("pipe to {what}"))?;
+    // SAFETY: the caller is single-threaded (a process forked from single-threaded berth).
+    match unsafe { nix::unistd::fork() }.ctx(|| what.to_string())? {
+        nix::unistd::ForkResult::Child => {
+            drop(w);
+            let mut b = [0u8; 1];
+            // Returns when the parent wrote or exited; either way the pid was sent first.
+            let _ = nix::unistd::read(&r, &mut b);
+            drop(r);
+            child(chan)
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(r);
+            let sent = chan.send(&crate::channel::Msg::InitPid(child.as_raw()));
+            let _ = nix::unistd::write(&w, b"1");
+            sent
+        }
+    }
+}
+
 pub(crate) fn set_dumpable(on: bool) -> Result<()> {
     // SAFETY: prctl(PR_SET_DUMPABLE, 0|1) only changes a flag of this process.
     let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, on as libc::c_ulong, 0, 0, 0) };
