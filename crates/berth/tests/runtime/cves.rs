@@ -4,6 +4,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
 
 use crate::common::*;
 
@@ -13,53 +14,177 @@ use crate::common::*;
 /// itself (or a sealed memfd copy).
 #[test]
 fn the_inits_image_cannot_be_written_even_after_it_dies() {
-    let berth = Berth::new();
+    // A private copy of berth: a binary that some berth process still runs refuses writes
+    // with ETXTBSY whatever the protection, and other tests run the shared one.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("berth");
+    fs::copy(berth_bin(), &bin).unwrap();
+    let root = dir.path().join("root");
+    // stderr to a file: the waiting init keeps it open, so a pipe would never reach EOF.
+    let err_path = dir.path().join("stderr");
+    let berth = |args: &[&str]| {
+        let err = fs::File::create(&err_path).unwrap();
+        let status = std::process::Command::new(&bin)
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "{args:?}: {}",
+            fs::read_to_string(&err_path).unwrap_or_default()
+        );
+    };
     let b = Bundle::new().sh("true");
     let id = unique_id("cve5736");
-    let before = fs::read(berth_bin()).expect("read the berth binary");
-    berth.create(&id, b.path(), &[]).assert_ok("create");
-    let init = berth.pid(&id);
-
+    let before = fs::read(&bin).unwrap();
+    berth(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(root.join(&id).join("state.json")).unwrap()).unwrap();
+    let init = state["pid"].as_i64().unwrap();
     // What an attacker holds: an O_PATH handle on the runtime's image.
     let handle = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH)
         .open(format!("/proc/{init}/exe"))
         .unwrap();
-    berth.cmd(&["delete", "--force", &id]).assert_ok("delete");
+    berth(&["delete", "--force", &id]);
 
-    // Once the init is gone, the image is no longer busy: try to reopen it for writing.
-    if let Ok(mut f) = OpenOptions::new()
+    // Once no process runs the image, try to reopen it for writing.
+    match OpenOptions::new()
         .write(true)
         .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
     {
-        let host = fs::metadata(berth_bin()).unwrap();
-        let got = f.metadata().unwrap();
-        // Never write to the real binary: that it is reachable at all is the failure.
-        assert!(
-            (got.dev(), got.ino()) != (host.dev(), host.ino()),
-            "a container process could write the host's berth binary"
-        );
-        let err = f
-            .write_all(b"x")
-            .expect_err("the sealed copy accepted a write");
-        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
-    } else {
-        let err = OpenOptions::new()
-            .write(true)
-            .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
-            .unwrap_err();
-        assert!(
-            matches!(
-                err.raw_os_error(),
-                Some(libc::EROFS) | Some(libc::EPERM) | Some(libc::EACCES)
-            ),
-            "unexpected refusal {err}"
-        );
+        Ok(mut f) => {
+            let host = fs::metadata(&bin).unwrap();
+            let got = f.metadata().unwrap();
+            // Never write to the binary itself: that it is reachable is the failure.
+            assert!(
+                (got.dev(), got.ino()) != (host.dev(), host.ino()),
+                "a container process could write the host's berth binary"
+            );
+            let err = f
+                .write_all(b"x")
+                .expect_err("the sealed copy accepted a write");
+            assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        }
+        Err(err) => assert!(
+            matches!(err.raw_os_error(), Some(libc::EROFS) | Some(libc::EPERM)),
+            "refused, but not for being read-only or sealed: {err}"
+        ),
     }
+    assert_eq!(fs::read(&bin).unwrap(), before, "the berth binary changed");
+}
+
+/// CVE-2024-21626: no runtime fd may reach the container; the user process starts with
+/// exactly its stdio.
+#[test]
+fn the_user_process_gets_no_runtime_fds() {
+    let berth = Berth::new();
+    let b = Bundle::new().args(&["sleep", "1000"]);
+    let id = unique_id("fds");
+    berth.create(&id, b.path(), &[]).assert_ok("create");
+    berth.cmd(&["start", &id]).assert_ok("start");
+    let pid = berth.pid(&id);
+    wait_for("the init to exec sleep", || {
+        fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .filter(|c| c.starts_with("sleep"))
+    });
+
+    let mut fds: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    fds.sort();
+
+    assert_eq!(fds, [0, 1, 2], "the container's process holds extra fds");
+}
+
+/// CVE-2024-21626: a cwd through /proc/self/fd/N (a leaked host directory) is refused.
+#[test]
+fn a_cwd_through_proc_self_fd_is_refused() {
+    let berth = Berth::new();
+    let b = Bundle::new()
+        .args(&["true"])
+        .edit(|c| c["process"]["cwd"] = serde_json::json!("/proc/self/fd/5"));
+    let id = unique_id("cwdfd");
+
+    let out = berth.create(&id, b.path(), &[]);
+
+    out.assert_error("cwd via /proc/self/fd")
+        .assert_stderr_has("cwd via /proc/self/fd", &[&id, "process.cwd"]);
+    assert_no_leftovers(&berth, &id, b.path());
+}
+
+/// CVE-2021-30465: a mount destination that is a symlink pointing out of the rootfs mounts
+/// inside the rootfs (the link is resolved as if the rootfs were /), never on the host.
+#[test]
+fn a_mount_destination_symlinked_out_of_the_rootfs_stays_inside() {
+    let berth = Berth::new();
+    let marker = format!("berth-escape-{}", unique_id("m"));
+    let root = tempfile::tempdir().unwrap();
+    for d in ["bin", "proc", "dev", "sys", "tmp"] {
+        fs::create_dir(root.path().join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", root.path().join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.path().join("bin/sh")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.path().join("bin/true")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("/../../../../../../../../opt/{marker}"),
+        root.path().join("evil"),
+    )
+    .unwrap();
+    let b = Bundle::new().args(&["true"]).edit(|c| {
+        c["root"]["path"] = serde_json::json!(root.path());
+        add_mount(
+            c,
+            serde_json::json!({"destination": "/evil", "type": "tmpfs", "source": "tmpfs"}),
+        );
+    });
+    let id = unique_id("symlink");
+
+    let out = berth.run(&id, b.path(), &[]);
+
+    out.assert_ok("run with a symlinked mount destination");
+    assert!(
+        !Path::new("/opt").join(&marker).exists(),
+        "the mount followed the symlink out of the rootfs to /opt/{marker}"
+    );
+    assert!(
+        root.path().join("opt").join(&marker).is_dir(),
+        "the destination was not made inside the rootfs"
+    );
+}
+
+/// Masked and read-only paths cannot be undone from inside by a process without
+/// CAP_SYS_ADMIN (the default capability set).
+#[test]
+fn masked_and_readonly_paths_cannot_be_unmounted_or_remounted_from_inside() {
+    let berth = Berth::new();
+    let b = Bundle::new().sh(
+        "umount /proc/keys 2>/dev/null && echo unmasked || echo mask-kept; \
+         umount -l /proc/sys 2>/dev/null && echo ro-removed || echo ro-kept; \
+         mount -o remount,rw /proc/sys 2>/dev/null && echo remounted || echo remount-refused; \
+         echo 1 > /proc/sys/kernel/printk 2>/dev/null && echo wrote || echo write-refused; \
+         wc -c < /proc/keys",
+    );
+
+    let out = berth.run_to_exit(&b).stdout;
+
     assert_eq!(
-        fs::read(berth_bin()).unwrap(),
-        before,
-        "the berth binary changed"
+        out.split_whitespace().collect::<Vec<_>>(),
+        [
+            "mask-kept",
+            "ro-kept",
+            "remount-refused",
+            "write-refused",
+            "0"
+        ],
+        "{out}"
     );
 }

@@ -48,54 +48,91 @@ pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
 }
 
 /// Makes every missing directory of `path` inside `root`; returns an O_PATH fd of the last.
+///
+/// A dangling symlink on the way is followed as the kernel would follow it with `root` as
+/// `/`, and its target is made (inside `root`, whatever the link says), up to 40 links.
 pub fn mkdir_all(root: BorrowedFd<'_>, path: &Path, mode: Mode) -> Result<OwnedFd> {
-    let rel = relative(path);
+    let mut want = relative(path);
+    for _ in 0..40 {
+        match mkdir_walk(root, &want, mode)? {
+            Walk::Done(fd) => return Ok(fd),
+            Walk::Link(next) => want = next,
+        }
+    }
+    Err(Error::sys(
+        format!(
+            "mkdir {} in the container's rootfs: too many symlinks",
+            path.display()
+        ),
+        Errno::ELOOP,
+    ))
+}
+
+enum Walk {
+    Done(OwnedFd),
+    /// A dangling symlink: the path to make instead.
+    Link(PathBuf),
+}
+
+fn mkdir_walk(root: BorrowedFd<'_>, rel: &Path, mode: Mode) -> Result<Walk> {
+    let shown = |p: &Path| Path::new("/").join(p).display().to_string();
     let comps: Vec<_> = rel.components().collect();
-    let mut parent: OwnedFd =
-        open_in_root(root, Path::new("."), OFlag::O_PATH | OFlag::O_DIRECTORY)
-            .map_err(|e| Error::sys("open the container's root", e))?;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+    let mut parent: OwnedFd = open_in_root(root, Path::new("."), flags)
+        .map_err(|e| Error::sys("open the container's root", e))?;
     let mut prefix = PathBuf::new();
-    for c in comps {
+    for (i, c) in comps.iter().enumerate() {
         prefix.push(c);
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
         match open_in_root(root, &prefix, flags) {
             Ok(fd) => parent = fd,
             Err(Errno::ENOENT) => {
                 let name = c.as_os_str();
                 match mkdirat(parent.as_fd(), name, mode) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Ok(()) => {}
+                    Err(Errno::EEXIST) => {
+                        // Something is there but does not resolve: a dangling symlink.
+                        let target = nix::fcntl::readlinkat(parent.as_fd(), name).map_err(|e| {
+                            Error::sys(
+                                format!("open {} in the container's rootfs", shown(&prefix)),
+                                e,
+                            )
+                        })?;
+                        let target = PathBuf::from(target);
+                        let mut next = if target.is_absolute() {
+                            relative(&target)
+                        } else {
+                            let mut p = prefix.clone();
+                            p.pop();
+                            p.join(target)
+                        };
+                        for rest in &comps[i + 1..] {
+                            next.push(rest);
+                        }
+                        return Ok(Walk::Link(next));
+                    }
                     Err(e) => {
                         return Err(Error::sys(
-                            format!(
-                                "mkdir {} in the container's rootfs",
-                                Path::new("/").join(&prefix).display()
-                            ),
+                            format!("mkdir {} in the container's rootfs", shown(&prefix)),
                             e,
                         ))
                     }
                 }
                 parent = open_in_root(root, &prefix, flags).map_err(|e| {
                     Error::sys(
-                        format!(
-                            "open {} in the container's rootfs",
-                            Path::new("/").join(&prefix).display()
-                        ),
+                        format!("open {} in the container's rootfs", shown(&prefix)),
                         e,
                     )
                 })?;
             }
             Err(e) => {
                 return Err(Error::sys(
-                    format!(
-                        "open {} in the container's rootfs",
-                        Path::new("/").join(&prefix).display()
-                    ),
+                    format!("open {} in the container's rootfs", shown(&prefix)),
                     e,
                 ))
             }
         }
     }
-    Ok(parent)
+    Ok(Walk::Done(parent))
 }
 
 /// Makes `path` an existing regular file inside `root` (creating parents); O_PATH fd of it.
@@ -175,16 +212,49 @@ mod tests {
     }
 
     #[test]
-    fn dangling_symlink_is_refused_not_followed_out() {
+    fn dangling_symlink_target_is_made_inside_the_root() {
         let (d, fd) = root();
-        symlink("/nonexistent-outside", d.path().join("dangling")).unwrap();
-        assert!(mkdir_all(
+        let outside = format!("/tmp/berth-resolve-test-{}", std::process::id());
+        symlink(format!("/../../../..{outside}"), d.path().join("dangling")).unwrap();
+        let got = mkdir_all(
             fd.as_fd(),
             Path::new("/dangling/x"),
+            Mode::from_bits_truncate(0o755),
+        )
+        .unwrap();
+        assert!(
+            !Path::new(&outside).exists(),
+            "followed the link out of the root"
+        );
+        let inside = d.path().join(outside.trim_start_matches('/')).join("x");
+        assert_eq!(real(&got), inside);
+    }
+
+    #[test]
+    fn relative_dangling_symlink_is_made_beside_it() {
+        let (d, fd) = root();
+        std::fs::create_dir(d.path().join("var")).unwrap();
+        symlink("../run/lock", d.path().join("var/lock")).unwrap();
+        let got = mkdir_all(
+            fd.as_fd(),
+            Path::new("/var/lock"),
+            Mode::from_bits_truncate(0o755),
+        )
+        .unwrap();
+        assert_eq!(real(&got), d.path().join("run/lock"));
+    }
+
+    #[test]
+    fn symlink_loop_is_an_error() {
+        let (d, fd) = root();
+        symlink("b", d.path().join("a")).unwrap();
+        symlink("a", d.path().join("b")).unwrap();
+        assert!(mkdir_all(
+            fd.as_fd(),
+            Path::new("/a/x"),
             Mode::from_bits_truncate(0o755)
         )
         .is_err());
-        assert!(!Path::new("/nonexistent-outside").exists());
     }
 
     #[test]
