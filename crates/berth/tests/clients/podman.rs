@@ -1,0 +1,280 @@
+//! podman (through conmon).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::probe::{
+    assert_runtime_forgot, assert_runtime_runs, build_image, check_exec, check_exit_code,
+    check_probe, make_volume, runtime_state, Expect, HOSTNAME, IMAGE, PIDS_LIMIT, PROBE_SCRIPT,
+};
+use crate::support::{
+    process_cmdline, require_root, require_tools, run_cmd, run_ok, runtime_under_test, serial,
+    Harness, CMD_TIMEOUT, TEARDOWN_TIMEOUT,
+};
+
+#[derive(Clone)]
+struct Podman {
+    runtime: PathBuf,
+    root: PathBuf,
+    runroot: PathBuf,
+    tmpdir: PathBuf,
+    storage_driver: &'static str,
+    conf: PathBuf,
+    storage_conf: PathBuf,
+    registries_conf: PathBuf,
+    process_tmp: PathBuf,
+    cgroup_parent: String,
+}
+
+impl Podman {
+    fn new(h: &Harness, runtime: &Path) -> Podman {
+        let storage_driver = if h.on_overlayfs() { "vfs" } else { "overlay" };
+        let (root, runroot, tmpdir) = (
+            h.mkdir("podman/root"),
+            h.mkdir("podman/runroot"),
+            h.mkdir("podman/tmp"),
+        );
+        let process_tmp = h.mkdir("podman/process-tmp");
+        let network_dir = h.mkdir("podman/networks");
+        // CONTAINERS_CONF replaces every system containers.conf. The rlimits
+        // matter: podman's default nofile (1048576) is above the hard limit
+        // of an environment without CAP_SYS_RESOURCE and the runtime's
+        // setrlimit fails.
+        let conf = h.write(
+            "podman/containers.conf",
+            &format!(
+                r#"[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
+netns = "none"
+
+[network]
+network_config_dir = "{network_dir}"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{events}"
+tmp_dir = "{tmpdir}"
+lock_type = "file"
+"#,
+                network_dir = network_dir.display(),
+                events = h.path("podman/events.log").display(),
+                tmpdir = tmpdir.display(),
+            ),
+        );
+        let storage_conf = h.write(
+            "podman/storage.conf",
+            &format!(
+                "[storage]\ndriver = \"{storage_driver}\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                root.display(),
+                runroot.display()
+            ),
+        );
+        let registries_conf = h.write(
+            "podman/registries.conf",
+            "unqualified-search-registries = []\n",
+        );
+        Podman {
+            runtime: runtime.to_path_buf(),
+            root,
+            runroot,
+            tmpdir,
+            storage_driver,
+            conf,
+            storage_conf,
+            registries_conf,
+            process_tmp,
+            cgroup_parent: h.cgroup(None),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", &self.conf)
+            .env("CONTAINERS_STORAGE_CONF", &self.storage_conf)
+            .env("CONTAINERS_REGISTRIES_CONF", &self.registries_conf)
+            .env("TMPDIR", &self.process_tmp)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--runroot")
+            .arg(&self.runroot)
+            .arg("--tmpdir")
+            .arg(&self.tmpdir)
+            .args(["--storage-driver", self.storage_driver])
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .arg("--runtime")
+            .arg(&self.runtime);
+        c
+    }
+
+    /// `podman run` with the options every container of the test gets.
+    fn run(&self) -> Command {
+        let mut c = self.cmd();
+        c.args([
+            "run",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            "--cgroup-parent",
+            &self.cgroup_parent,
+        ]);
+        c
+    }
+}
+
+pub(crate) fn podman() {
+    let _serial = serial();
+    require_root();
+    require_tools(&["podman", "conmon", "tar", "sha256sum"]);
+    let runtime = runtime_under_test();
+    let mut h = Harness::new("podman");
+    let image = build_image(&h);
+    let volume = make_volume(&h);
+    let pm = Podman::new(&h, &runtime);
+    h.add_log("podman events", h.path("podman/events.log"));
+    let teardown = pm.clone();
+    h.on_teardown("podman rm --all --force", move || {
+        run_cmd(
+            teardown
+                .cmd()
+                .args(["rm", "--all", "--force", "--time", "0"]),
+            TEARDOWN_TIMEOUT,
+        );
+    });
+
+    run_ok(
+        pm.cmd()
+            .args(["load", "--quiet", "--input"])
+            .arg(&image.archive),
+    );
+
+    // podman resolved the runtime we gave it.
+    let info = run_ok(pm.cmd().args([
+        "info",
+        "--format",
+        "{{.Host.OCIRuntime.Path}}|{{.Host.CgroupManager}}",
+    ]));
+    assert_eq!(
+        info.stdout.trim(),
+        format!("{}|cgroupfs", runtime.display()),
+        "podman info must show the runtime under test and the cgroupfs manager"
+    );
+
+    let out = run_cmd(
+        pm.run()
+            .args([
+                "--rm",
+                "--hostname",
+                HOSTNAME,
+                "--memory",
+                "64m",
+                "--pids-limit",
+                &PIDS_LIMIT.to_string(),
+            ])
+            .arg("--volume")
+            .arg(format!("{}:/data:ro", volume.display()))
+            .args([IMAGE, "sh", "-c", PROBE_SCRIPT]),
+        CMD_TIMEOUT,
+    );
+    let all = Expect {
+        hostname: true,
+        data: true,
+        memory: true,
+        pids: true,
+        ..Expect::default()
+    };
+    check_probe("podman", "hostname/volume/limits", &out, all, &volume);
+
+    let out = run_cmd(
+        pm.run().args([
+            "--rm",
+            "--user",
+            "1000:1000",
+            IMAGE,
+            "sh",
+            "-c",
+            PROBE_SCRIPT,
+        ]),
+        CMD_TIMEOUT,
+    );
+    check_probe(
+        "podman",
+        "--user 1000:1000",
+        &out,
+        Expect {
+            user: true,
+            ..Expect::default()
+        },
+        &volume,
+    );
+
+    let out = run_cmd(
+        pm.run().args(["--rm", IMAGE, "sh", "-c", "exit 7"]),
+        CMD_TIMEOUT,
+    );
+    check_exit_code("podman", &out);
+
+    // A detached container: podman, conmon and the runtime itself all agree
+    // that the runtime under test runs it. podman does not pass --root, so
+    // the runtime uses its default state directory.
+    let id = run_ok(
+        pm.run()
+            .args(["--detach", "--name", "probe", IMAGE, "sleep", "600"]),
+    )
+    .stdout
+    .trim()
+    .to_string();
+    let inspect = run_ok(pm.cmd().args([
+        "inspect",
+        "--format",
+        "{{.OCIRuntime}}|{{.State.Pid}}|{{.State.ConmonPid}}",
+        "probe",
+    ]));
+    let fields: Vec<&str> = inspect.stdout.trim().split('|').collect();
+    assert_eq!(
+        fields.len(),
+        3,
+        "unexpected podman inspect output {:?}",
+        inspect.stdout
+    );
+    assert_eq!(
+        fields[0],
+        runtime.to_string_lossy(),
+        "podman inspect .OCIRuntime"
+    );
+    let pid: i64 = fields[1].parse().expect("container pid");
+    let conmon = process_cmdline(fields[2].parse().expect("conmon pid"));
+    assert!(
+        conmon.contains(&format!(" -r {} ", runtime.display())),
+        "conmon must be told to use the runtime under test: {conmon}"
+    );
+    assert_runtime_runs("podman", &runtime, None, &id, Some(pid));
+    check_exec(
+        "podman",
+        pm.cmd().args(["exec", "--user", "1000", "probe"]),
+        |c| {
+            c.args(["exec", "probe"]);
+        },
+        || pm.cmd(),
+    );
+
+    // pause and unpause go through the runtime's pause and resume.
+    run_ok(pm.cmd().args(["pause", "probe"]));
+    let st = runtime_state(&runtime, None, &id).expect("runtime state of the paused container");
+    assert_eq!(st["status"], "paused", "after podman pause: {st}");
+    run_ok(pm.cmd().args(["unpause", "probe"]));
+    let st = runtime_state(&runtime, None, &id).expect("runtime state after unpause");
+    assert_eq!(st["status"], "running", "after podman unpause: {st}");
+
+    run_ok(pm.cmd().args(["rm", "--force", "--time", "0", "probe"]));
+    assert_runtime_forgot("podman", &runtime, None, &id);
+    let left = run_ok(pm.cmd().args(["ps", "--all", "--quiet"]));
+    assert!(
+        left.stdout.trim().is_empty(),
+        "podman still lists containers: {}",
+        left.stdout
+    );
+
+    h.finish();
+}
