@@ -75,14 +75,6 @@ pub fn ensure() -> Result<(), String> {
 /// A detached read-only bind mount of /proc/self/exe, or None where that is not allowed.
 fn read_only_bind() -> Option<OwnedFd> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
-    const MOUNT_ATTR_RDONLY: u64 = 1;
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
     // SAFETY: open_tree reads the NUL-terminated path; returns a new fd or -1.
     let fd = unsafe {
         libc::syscall(
@@ -97,24 +89,10 @@ fn read_only_bind() -> Option<OwnedFd> {
     }
     // SAFETY: the kernel just returned this fd; nothing else owns it.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr reads `attr` (its size given) and the empty path; fd is open.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    (rc == 0).then_some(tree)
+    use std::os::fd::AsFd;
+    let ro = libberth::rootfs::options::MOUNT_ATTR_RDONLY;
+    let rc = libberth::rootfs::set_mount_attr(tree.as_fd(), false, ro, 0);
+    rc.is_ok().then_some(tree)
 }
 
 fn argv_envp() -> Result<(Vec<CString>, Vec<CString>), String> {

@@ -210,7 +210,7 @@ fn finish_mount(mounted: &OwnedFd, opts: &MountOptions, dest: &Path) -> Result<(
             .ctx(|| format!("set propagation of {}", dest.display()))?;
     }
     if opts.rec_set != 0 || opts.rec_clr != 0 {
-        mount_setattr_recursive(mounted.as_fd(), opts.rec_set, opts.rec_clr)
+        set_mount_attr(mounted.as_fd(), true, opts.rec_set, opts.rec_clr)
             .ctx(|| format!("set recursive mount attributes on {}", dest.display()))?;
     }
     Ok(())
@@ -260,7 +260,9 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clr: u64) -> nix::Result<()> {
+/// mount_setattr(2) on the mount an fd refers to (open_tree fds too): sets and clears
+/// MOUNT_ATTR_* flags, on the whole subtree when `recursive`.
+pub fn set_mount_attr(fd: BorrowedFd<'_>, recursive: bool, set: u64, clr: u64) -> nix::Result<()> {
     use std::os::fd::AsRawFd;
     let attr = MountAttr {
         attr_set: set,
@@ -275,7 +277,7 @@ fn mount_setattr_recursive(fd: BorrowedFd<'_>, set: u64, clr: u64) -> nix::Resul
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
             empty.as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 },
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
