@@ -7,9 +7,8 @@ use serde_json::Value;
 
 use crate::containerd::start_containerd;
 use crate::probe::{
-    assert_runtime_forgot, assert_runtime_runs, build_image, check_exec, check_exit_code,
-    check_probe, make_volume, shim_runtime_options, Expect, HOSTNAME, IMAGE, PIDS_LIMIT,
-    PROBE_SCRIPT,
+    assert_runtime_forgot, assert_runtime_runs, build_image, check_exec, check_run_probes,
+    make_volume, shim_runtime_options, IMAGE,
 };
 use crate::support::{
     require_root, require_tools, run_cmd, run_ok, run_quietly, runtime_under_test, serial, Harness,
@@ -157,60 +156,7 @@ pub(crate) fn docker() {
         "docker info must list runtime berth with the path under test: {runtimes}"
     );
 
-    let out = run_cmd(
-        docker
-            .run()
-            .args([
-                "--rm",
-                "--hostname",
-                HOSTNAME,
-                "--memory",
-                "64m",
-                "--pids-limit",
-                &PIDS_LIMIT.to_string(),
-            ])
-            .arg("--volume")
-            .arg(format!("{}:/data:ro", volume.display()))
-            .args([IMAGE, "sh", "-c", PROBE_SCRIPT]),
-        CMD_TIMEOUT,
-    );
-    let all = Expect {
-        hostname: true,
-        data: true,
-        memory: true,
-        pids: true,
-        ..Expect::default()
-    };
-    check_probe("docker", "hostname/volume/limits", &out, all, &volume);
-
-    let out = run_cmd(
-        docker.run().args([
-            "--rm",
-            "--user",
-            "1000:1000",
-            IMAGE,
-            "sh",
-            "-c",
-            PROBE_SCRIPT,
-        ]),
-        CMD_TIMEOUT,
-    );
-    check_probe(
-        "docker",
-        "--user 1000:1000",
-        &out,
-        Expect {
-            user: true,
-            ..Expect::default()
-        },
-        &volume,
-    );
-
-    let out = run_cmd(
-        docker.run().args(["--rm", IMAGE, "sh", "-c", "exit 7"]),
-        CMD_TIMEOUT,
-    );
-    check_exit_code("docker", &out);
+    check_run_probes("docker", || docker.run(), &volume);
 
     // A detached container: docker, the containerd shim and the runtime
     // itself all agree that the runtime under test runs it.

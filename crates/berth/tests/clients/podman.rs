@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::probe::{
-    assert_runtime_forgot, assert_runtime_runs, build_image, check_exec, check_exit_code,
-    check_probe, make_volume, runtime_state, Expect, HOSTNAME, IMAGE, PIDS_LIMIT, PROBE_SCRIPT,
+    assert_runtime_forgot, assert_runtime_runs, build_image, check_exec, check_run_probes,
+    make_volume, runtime_state, IMAGE,
 };
 use crate::support::{
     process_cmdline, require_root, require_tools, run_cmd, run_ok, runtime_under_test, serial,
-    Harness, CMD_TIMEOUT, TEARDOWN_TIMEOUT,
+    Harness, TEARDOWN_TIMEOUT,
 };
 
 #[derive(Clone)]
@@ -161,59 +161,7 @@ pub(crate) fn podman() {
         "podman info must show the runtime under test and the cgroupfs manager"
     );
 
-    let out = run_cmd(
-        pm.run()
-            .args([
-                "--rm",
-                "--hostname",
-                HOSTNAME,
-                "--memory",
-                "64m",
-                "--pids-limit",
-                &PIDS_LIMIT.to_string(),
-            ])
-            .arg("--volume")
-            .arg(format!("{}:/data:ro", volume.display()))
-            .args([IMAGE, "sh", "-c", PROBE_SCRIPT]),
-        CMD_TIMEOUT,
-    );
-    let all = Expect {
-        hostname: true,
-        data: true,
-        memory: true,
-        pids: true,
-        ..Expect::default()
-    };
-    check_probe("podman", "hostname/volume/limits", &out, all, &volume);
-
-    let out = run_cmd(
-        pm.run().args([
-            "--rm",
-            "--user",
-            "1000:1000",
-            IMAGE,
-            "sh",
-            "-c",
-            PROBE_SCRIPT,
-        ]),
-        CMD_TIMEOUT,
-    );
-    check_probe(
-        "podman",
-        "--user 1000:1000",
-        &out,
-        Expect {
-            user: true,
-            ..Expect::default()
-        },
-        &volume,
-    );
-
-    let out = run_cmd(
-        pm.run().args(["--rm", IMAGE, "sh", "-c", "exit 7"]),
-        CMD_TIMEOUT,
-    );
-    check_exit_code("podman", &out);
+    check_run_probes("podman", || pm.run(), &volume);
 
     // A detached container: podman, conmon and the runtime itself all agree
     // that the runtime under test runs it. podman does not pass --root, so

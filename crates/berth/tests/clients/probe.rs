@@ -309,6 +309,60 @@ pub(crate) fn check_exec(
     );
 }
 
+/// The `run` probes podman and docker share (their flags are the same): hostname, a
+/// read-only volume and memory and pids limits; `--user 1000:1000`; the exit status.
+/// `run` makes a fresh `<client> run` command.
+pub(crate) fn check_run_probes(client: &str, run: impl Fn() -> Command, volume: &Path) {
+    let out = run_cmd(
+        run()
+            .args([
+                "--rm",
+                "--hostname",
+                HOSTNAME,
+                "--memory",
+                "64m",
+                "--pids-limit",
+                &PIDS_LIMIT.to_string(),
+            ])
+            .arg("--volume")
+            .arg(format!("{}:/data:ro", volume.display()))
+            .args([IMAGE, "sh", "-c", PROBE_SCRIPT]),
+        CMD_TIMEOUT,
+    );
+    let all = Expect {
+        hostname: true,
+        data: true,
+        memory: true,
+        pids: true,
+        ..Expect::default()
+    };
+    check_probe(client, "hostname/volume/limits", &out, all, volume);
+
+    let out = run_cmd(
+        run().args([
+            "--rm",
+            "--user",
+            "1000:1000",
+            IMAGE,
+            "sh",
+            "-c",
+            PROBE_SCRIPT,
+        ]),
+        CMD_TIMEOUT,
+    );
+    let user = Expect {
+        user: true,
+        ..Expect::default()
+    };
+    check_probe(client, "--user 1000:1000", &out, user, volume);
+
+    let out = run_cmd(
+        run().args(["--rm", IMAGE, "sh", "-c", "exit 7"]),
+        CMD_TIMEOUT,
+    );
+    check_exit_code(client, &out);
+}
+
 pub(crate) fn check_exit_code(client: &str, out: &CmdOut) {
     assert!(
         !out.timed_out,
