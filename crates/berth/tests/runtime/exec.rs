@@ -27,6 +27,17 @@ fn exec(berth: &Berth, args: &[&str]) -> Output {
     berth.cmd(&a)
 }
 
+fn read_pid(path: &std::path::Path) -> i32 {
+    fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
+/// `berth ps --format json`: the pids in the container's cgroup.
+fn container_pids(berth: &Berth, id: &str) -> Vec<i32> {
+    let ps = berth.cmd(&["ps", "--format", "json", id]);
+    ps.assert_ok("ps --format json");
+    serde_json::from_str(ps.stdout.trim()).unwrap()
+}
+
 fn ns(pid: i32, kind: &str) -> String {
     fs::read_link(format!("/proc/{pid}/ns/{kind}"))
         .unwrap()
@@ -202,13 +213,8 @@ fn exec_in_a_paused_container_needs_ignore_paused() {
     .assert_ok("exec --ignore-paused");
 
     // The new process waits, frozen, in the container's cgroup until resume.
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let ps = berth.cmd(&["ps", "--format", "json", &id]);
-    let pids: Vec<i32> = serde_json::from_str(ps.stdout.trim()).unwrap();
+    let pid = read_pid(&pid_file);
+    let pids = container_pids(&berth, &id);
     assert!(
         pids.contains(&pid),
         "{pid} not in the paused container's cgroup: {pids:?}"
@@ -241,13 +247,8 @@ fn detached_exec_writes_its_pid_and_the_process_is_in_the_container() {
     )
     .assert_ok("exec -d");
 
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let ps = berth.cmd(&["ps", "--format", "json", &id]);
-    let pids: Vec<i32> = serde_json::from_str(ps.stdout.trim()).unwrap();
+    let pid = read_pid(&pid_file);
+    let pids = container_pids(&berth, &id);
     assert!(
         pids.contains(&pid),
         "exec'd pid {pid} is not among the container's {pids:?}"
