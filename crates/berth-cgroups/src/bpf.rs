@@ -129,10 +129,9 @@ impl sealed::Attr for InfoByFdAttr {}
 /// point to memory that stays valid for the whole call and is as large as the length
 /// stored next to it, writable where the command writes.
 unsafe fn sys_bpf<T: sealed::Attr>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is an exclusively borrowed, fully initialised `#[repr(C)]` struct
-    // (no padding, see `sealed::Attr`) of exactly `size_of::<T>()` bytes; the kernel
-    // reads and writes only within that size. The caller vouches for the addresses
-    // inside it.
+    // SAFETY: `attr` is an exclusively borrowed, initialised, padding-free `#[repr(C)]` struct
+    // (`sealed::Attr`) of `size_of::<T>()` bytes, and the kernel stays within that size; the
+    // caller vouches for the addresses inside it (see # Safety).
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,

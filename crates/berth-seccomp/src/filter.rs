@@ -101,11 +101,9 @@ impl Filter {
             len: libc::c_ushort::try_from(self.program.len()).unwrap_or(libc::c_ushort::MAX),
             filter: self.program.as_ptr().cast_mut(),
         };
-        // SAFETY: `prog` describes `self.program`, an initialised array of
-        // exactly `prog.len` instructions that lives until after the call;
-        // the kernel only reads (copies) it despite the `*mut` in the C type.
-        // SECCOMP_SET_MODE_FILTER touches no other memory of ours. The
-        // arguments match seccomp(2): operation, flags, pointer to sock_fprog.
+        // SAFETY: `prog` points at `self.program`, `prog.len` initialised instructions alive
+        // past the call; seccomp(2) SET_MODE_FILTER (operation, flags, sock_fprog) only copies
+        // them, despite the `*mut`, and touches no other memory of ours.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_seccomp,
