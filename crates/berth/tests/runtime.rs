@@ -20,6 +20,8 @@ mod errors;
 mod exec;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
+#[path = "runtime/procattr.rs"]
+mod procattr;
 #[path = "runtime/spec.rs"]
 mod spec;
 

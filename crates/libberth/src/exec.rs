@@ -75,6 +75,8 @@ struct ExecConfig<'a> {
     seccomp: Option<berth_seccomp::Filter>,
     caps: CapSets,
     preserve_fds: u32,
+    personality: Option<oci_spec::runtime::LinuxPersonality>,
+    memory_policy: Option<oci_spec::runtime::LinuxMemoryPolicy>,
 }
 
 impl Runtime {
@@ -263,6 +265,8 @@ impl Runtime {
             seccomp,
             caps,
             preserve_fds: o.preserve_fds,
+            personality: linux.personality().clone(),
+            memory_policy: linux.memory_policy().clone(),
         };
         let cgroup_dir = saved
             .cgroup
@@ -277,6 +281,15 @@ impl Runtime {
                 )
                 .ok()
             });
+        // execCPUAffinity.initial: where the runtime's side runs until the move into the
+        // container's cgroup; the forked processes inherit it.
+        if let Some(l) = p
+            .exec_cpu_affinity()
+            .as_ref()
+            .and_then(|a| a.initial().as_deref())
+        {
+            crate::procattr::apply_cpu_affinity("process.execCPUAffinity.initial", l)?;
+        }
         let (parent, child) = Channel::pair()?;
         // SAFETY: berth is single-threaded here, so the child may run arbitrary code.
         let spawned = unsafe { crate::clone::fork_into(cgroup_dir.as_ref().map(|f| f.as_fd())) }?;
@@ -465,6 +478,7 @@ fn run_exec_child(chan: &Channel, cfg: &ExecConfig<'_>, ready: &mut bool) -> Res
         None
     };
     crate::rlimit::apply(p.rlimits().as_deref().unwrap_or(&[]))?;
+    crate::procattr::apply_all(p, &cfg.personality, &cfg.memory_policy)?;
     let env: Vec<String> = p.env().clone().unwrap_or_default();
     let args = p.args().as_deref().expect("checked");
     let exe = process::lookup_path(&args[0], &env)?;
@@ -497,6 +511,15 @@ fn run_exec_child(chan: &Channel, cfg: &ExecConfig<'_>, ready: &mut bool) -> Res
     for f in &cfg.late_files {
         // Into the paused container's cgroup: frozen here until it is resumed.
         nix::unistd::write(f, b"0").ctx(|| "join the paused container's cgroup".into())?;
+    }
+    // execCPUAffinity.final: after the move into the cgroup, which resets the affinity
+    // to the cgroup's cpuset.
+    if let Some(l) = p
+        .exec_cpu_affinity()
+        .as_ref()
+        .and_then(|a| a.cpu_affinity_final().as_deref())
+    {
+        crate::procattr::apply_cpu_affinity("process.execCPUAffinity.final", l)?;
     }
     if nnp {
         if let Some(f) = &cfg.seccomp {

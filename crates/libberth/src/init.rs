@@ -198,6 +198,10 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
             .ctx(|| format!("set process.oomScoreAdj {score}"))?;
     }
     crate::rlimit::apply(process.rlimits().as_deref().unwrap_or(&[]))?;
+    let linux = spec.linux().as_ref().expect("validated");
+    // While the init still has every capability: a real-time policy, a negative nice or the
+    // real-time I/O class need CAP_SYS_NICE or CAP_SYS_ADMIN.
+    crate::procattr::apply_all(process, linux.personality(), linux.memory_policy())?;
 
     let env: Vec<String> = process.env().clone().unwrap_or_default();
     let args = process.args().as_deref().expect("validated");

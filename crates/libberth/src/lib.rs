@@ -17,6 +17,7 @@ pub mod init;
 pub mod lsm;
 pub mod namespace;
 pub mod process;
+pub mod procattr;
 pub mod rlimit;
 pub mod rootfs;
 pub mod signal;

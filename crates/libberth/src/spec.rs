@@ -9,6 +9,7 @@ use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
 
 use crate::error::{Error, Result};
 use crate::namespace::Namespaces;
+use crate::procattr;
 
 /// Oldest and newest runtime-spec versions this build implements.
 pub const OCI_VERSION_MIN: &str = "1.0.0";
@@ -117,6 +118,7 @@ impl Validator<'_> {
         self.paths("linux.readonlyPaths", linux.readonly_paths().as_deref())?;
         self.devices()?;
         self.unsupported()?;
+        self.process_attributes()?;
         Ok(())
     }
 
@@ -368,33 +370,54 @@ impl Validator<'_> {
         Ok(())
     }
 
+    /// Spec 1.1–1.3 process attributes: checked here, applied by `procattr` in the process
+    /// about to exec.
+    fn process_attributes(&self) -> Result<()> {
+        let linux = self.spec.linux().as_ref().expect("checked");
+        let p = self.spec.process().as_ref().expect("checked");
+        let check = |field: &str, r: std::result::Result<(), String>| {
+            r.map_err(|reason| self.err(field.to_string(), reason))
+        };
+        if let Some(x) = linux.personality() {
+            check("linux.personality", procattr::check_personality(x))?;
+        }
+        if let Some(x) = linux.memory_policy() {
+            check("linux.memoryPolicy", procattr::check_memory_policy(x))?;
+        }
+        if let Some(x) = p.scheduler() {
+            check("process.scheduler", procattr::check_scheduler(x))?;
+        }
+        if let Some(x) = p.io_priority() {
+            check("process.ioPriority", procattr::check_io_priority(x))?;
+        }
+        if let Some(x) = p.exec_cpu_affinity() {
+            if let Some(l) = x.initial() {
+                check(
+                    "process.execCPUAffinity.initial",
+                    procattr::check_cpu_affinity(l),
+                )?;
+            }
+            if let Some(l) = x.cpu_affinity_final() {
+                check(
+                    "process.execCPUAffinity.final",
+                    procattr::check_cpu_affinity(l),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// Spec fields this build does not implement yet: refused, never silently ignored.
     fn unsupported(&self) -> Result<()> {
         let linux = self.spec.linux().as_ref().expect("checked");
-        let p = self.spec.process().as_ref().expect("checked");
         let refuse = |field: &str| {
             Err(self.err(field.to_string(), "not supported by this version of berth"))
         };
         if linux.intel_rdt().is_some() {
             return refuse("linux.intelRdt");
         }
-        if linux.personality().is_some() {
-            return refuse("linux.personality");
-        }
         if linux.net_devices().as_ref().is_some_and(|m| !m.is_empty()) {
             return refuse("linux.netDevices");
-        }
-        if linux.memory_policy().is_some() {
-            return refuse("linux.memoryPolicy");
-        }
-        if p.scheduler().is_some() {
-            return refuse("process.scheduler");
-        }
-        if p.io_priority().is_some() {
-            return refuse("process.ioPriority");
-        }
-        if p.exec_cpu_affinity().is_some() {
-            return refuse("process.execCPUAffinity");
         }
         if let Some(s) = linux.seccomp() {
             if s.listener_path().is_some() {

@@ -38,7 +38,7 @@ pub const WAIT_LIMIT: Duration = Duration::from_secs(20);
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "cat", "echo", "id", "hostname", "ls", "stat", "sleep", "uname",
     "readlink", "grep", "mount", "touch", "mkdir", "wc", "head", "env", "pwd", "test", "printf",
-    "tty", "kill", "rm", "sed", "tr", "cut",
+    "tty", "kill", "rm", "sed", "tr", "cut", "ionice", "ip", "nproc", "taskset", "ln",
 ];
 /// Directories of the test rootfs; some are mount points so that no test has to create one
 /// in the shared rootfs.
