@@ -22,6 +22,8 @@ mod exec;
 mod lifecycle;
 #[path = "runtime/procattr.rs"]
 mod procattr;
+#[path = "runtime/seccomp_notify.rs"]
+mod seccomp_notify;
 #[path = "runtime/spec.rs"]
 mod spec;
 

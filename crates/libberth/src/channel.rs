@@ -2,8 +2,10 @@
 //! process and the container init). Messages are JSON over a SOCK_SEQPACKET socketpair, one
 //! message per packet; file descriptors travel beside a message as SCM_RIGHTS.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
@@ -29,6 +31,9 @@ pub enum Msg {
     Resume(i32),
     /// init → parent: the pty master follows as SCM_RIGHTS.
     Console,
+    /// init or exec process → parent: the seccomp notify fd follows as SCM_RIGHTS, for
+    /// linux.seccomp.listenerPath.
+    SeccompFd,
     /// init → parent: set up and waiting on the exec fifo.
     Ready,
     /// child → parent: setup failed; the text is the full error chain.
@@ -134,6 +139,30 @@ impl Channel {
         use std::os::fd::AsFd;
         self.fd.as_fd()
     }
+}
+
+/// Connects to the unix stream socket `socket` (named `what` in errors), sends `payload`
+/// with `fd` as SCM_RIGHTS on the first sendmsg and the rest of the payload after it, and
+/// closes the connection.
+pub fn send_to_unix_socket(
+    socket: &Path,
+    what: &str,
+    payload: &[u8],
+    fd: BorrowedFd<'_>,
+) -> Result<()> {
+    let mut s = UnixStream::connect(socket)
+        .map_err(|e| Error::io(format!("connect to {what} {}", socket.display()), e))?;
+    let fds = [fd.as_raw_fd()];
+    let sent = sendmsg::<()>(
+        s.as_raw_fd(),
+        &[IoSlice::new(payload)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .ctx(|| format!("send to {what} {}", socket.display()))?;
+    s.write_all(&payload[sent..])
+        .map_err(|e| Error::io(format!("send to {what} {}", socket.display()), e))
 }
 
 #[cfg(test)]

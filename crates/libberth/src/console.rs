@@ -2,19 +2,16 @@
 //! stdio and controlling terminal, and hands the master to `create`, which passes it on to
 //! the --console-socket by SCM_RIGHTS.
 
-use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, MsFlags};
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::sys::stat::Mode;
 use oci_spec::runtime::Box as ConsoleSize;
 
 use crate::channel::{Channel, Msg};
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 
 /// In the init, after the root switch: a new pty; the master goes to `create`, the slave
 /// is bind-mounted on /dev/console and returned.
@@ -99,17 +96,5 @@ pub fn become_controlling(slave: &OwnedFd) -> Result<()> {
 /// In `create`: send the pty master to the console socket, as runc does (the payload names
 /// the pty; the fd rides as SCM_RIGHTS).
 pub fn send_to_socket(socket: &Path, master: BorrowedFd<'_>) -> Result<()> {
-    let s = UnixStream::connect(socket)
-        .map_err(|e| Error::io(format!("connect to console socket {}", socket.display()), e))?;
-    let name = b"/dev/ptmx";
-    let fds = [master.as_raw_fd()];
-    sendmsg::<()>(
-        s.as_raw_fd(),
-        &[IoSlice::new(name)],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .ctx(|| format!("send the pty master to {}", socket.display()))?;
-    Ok(())
+    crate::channel::send_to_unix_socket(socket, "console socket", b"/dev/ptmx", master)
 }

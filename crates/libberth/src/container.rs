@@ -255,6 +255,19 @@ impl Runtime {
                         None => {}
                     }
                 }
+                Msg::SeccompFd => {
+                    let fd =
+                        fd.ok_or_else(|| Error::Init("seccomp message without an fd".into()))?;
+                    let st = serde_json::to_value(saved.report(Status::Creating))
+                        .expect("state serializes");
+                    crate::notify::send_to_listener(
+                        &saved.id,
+                        linux.seccomp().as_ref(),
+                        saved.pid,
+                        st,
+                        fd,
+                    )?;
+                }
                 Msg::Ready => break,
                 Msg::Failed(e) => return Err(Error::Init(e)),
                 other => return Err(Error::Init(format!("unexpected message {other:?}"))),

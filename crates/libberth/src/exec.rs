@@ -302,7 +302,12 @@ impl Runtime {
         };
         drop(child);
         drop(cgroup_dir);
-        let res = drive(&parent, o);
+        let listener = Listener {
+            id: &o.id,
+            seccomp: linux.seccomp().as_ref(),
+            state: serde_json::to_value(saved.report(Status::Running)).expect("state serializes"),
+        };
+        let res = drive(&parent, o, &listener);
         let _ = waitpid(stage1, None);
         let (pid, master) = match res {
             Ok(r) => r,
@@ -358,9 +363,17 @@ fn wait_in_cgroup(cg: &berth_cgroups::Manager, pid: i32) -> Result<()> {
 
 type DriveError = (Option<i32>, Error);
 
+/// Where a seccomp notify fd goes, and the container state sent with it.
+struct Listener<'a> {
+    id: &'a str,
+    seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    state: serde_json::Value,
+}
+
 fn drive(
     chan: &Channel,
     o: &ExecOptions,
+    listener: &Listener<'_>,
 ) -> std::result::Result<(i32, Option<OwnedFd>), DriveError> {
     let mut pid = None;
     let mut master = None;
@@ -384,6 +397,19 @@ fn drive(
                     Some(ConsoleTarget::Return) => master = Some(fd),
                     None => {}
                 }
+            }
+            Msg::SeccompFd => {
+                let fd =
+                    fd.ok_or_else(|| (pid, Error::Init("seccomp message without an fd".into())))?;
+                let p = pid.ok_or((None, Error::Init("seccomp fd before the pid".into())))?;
+                crate::notify::send_to_listener(
+                    listener.id,
+                    listener.seccomp,
+                    p,
+                    listener.state.clone(),
+                    fd,
+                )
+                .map_err(|e| (pid, e))?;
             }
             Msg::Ready => {
                 let p = pid.ok_or((
@@ -495,7 +521,7 @@ fn run_exec_child(chan: &Channel, cfg: &ExecConfig<'_>, ready: &mut bool) -> Res
         let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
         nix::errno::Errno::result(rc).ctx(|| "set no_new_privs".into())?;
     } else if let Some(f) = &cfg.seccomp {
-        f.load()?;
+        crate::notify::load_filter(chan, f)?;
     }
     process::switch_user(p.user())?;
     cfg.caps.apply_process()?;
@@ -505,6 +531,16 @@ fn run_exec_child(chan: &Channel, cfg: &ExecConfig<'_>, ready: &mut bool) -> Res
     }
     if let Some(pty) = &console {
         crate::console::become_controlling(pty)?;
+    }
+    // A notify filter's fd goes to the listener through `exec`, which listens only until
+    // Ready; others load right before exec.
+    let (notify_filter, late_filter) = match &cfg.seccomp {
+        Some(f) if nnp && f.uses_notify() => (Some(f), None),
+        Some(f) if nnp => (None, Some(f)),
+        _ => (None, None),
+    };
+    if let Some(f) = notify_filter {
+        crate::notify::load_filter(chan, f)?;
     }
     chan.send(&Msg::Ready)?;
     *ready = true;
@@ -521,10 +557,8 @@ fn run_exec_child(chan: &Channel, cfg: &ExecConfig<'_>, ready: &mut bool) -> Res
     {
         crate::procattr::apply_cpu_affinity("process.execCPUAffinity.final", l)?;
     }
-    if nnp {
-        if let Some(f) = &cfg.seccomp {
-            f.load()?;
-        }
+    if let Some(f) = late_filter {
+        f.load()?;
     }
     process::close_fds_on_exec(3 + cfg.preserve_fds)?;
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)

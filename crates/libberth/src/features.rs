@@ -50,11 +50,7 @@ pub fn features() -> Value {
             },
             "seccomp": {
                 "enabled": true,
-                // SCMP_ACT_NOTIFY needs a listenerPath, which this build refuses yet.
-                "actions": berth_seccomp::supported_actions()
-                    .into_iter()
-                    .filter(|a| *a != "SCMP_ACT_NOTIFY")
-                    .collect::<Vec<_>>(),
+                "actions": berth_seccomp::supported_actions(),
                 "operators": berth_seccomp::supported_operators(),
                 "archs": berth_seccomp::supported_archs(),
                 "knownFlags": berth_seccomp::supported_flags(),

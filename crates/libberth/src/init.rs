@@ -21,6 +21,7 @@ use crate::channel::{Channel, Msg};
 use crate::error::{Context, Error, Result};
 use crate::hooks;
 use crate::namespace::{self, Namespaces, NsFile};
+use crate::notify;
 use crate::process::{
     close_fds_except, close_fds_on_exec, enter_cwd, exec, lookup_path, set_dumpable, switch_user,
     Never,
@@ -228,7 +229,7 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
     if !nnp {
         if let Some(f) = &cfg.seccomp {
-            f.load()?;
+            notify::load_filter(chan, f)?;
         }
     }
     switch_user(process.user())?;
@@ -240,6 +241,16 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
     if let Some(pty) = &console {
         crate::console::become_controlling(pty)?;
     }
+    // A notify filter's fd must reach the listener through `create`, which listens only
+    // until Ready: load it now. Others load as late as possible, right before exec.
+    let (notify_filter, late_filter) = match &cfg.seccomp {
+        Some(f) if nnp && f.uses_notify() => (Some(f), None),
+        Some(f) if nnp => (None, Some(f)),
+        _ => (None, None),
+    };
+    if let Some(f) = notify_filter {
+        notify::load_filter(chan, f)?;
+    }
     chan.send(&Msg::Ready)?;
     *ready = true;
 
@@ -247,10 +258,8 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
     // The fifo stays open (close-on-exec) until exec: `start` sees the read side close and
     // only then runs the poststart hooks.
     hooks::run_all(hooks::Kind::StartContainer, spec.hooks().as_ref(), &state)?;
-    if nnp {
-        if let Some(f) = &cfg.seccomp {
-            f.load()?;
-        }
+    if let Some(f) = late_filter {
+        f.load()?;
     }
     close_fds_on_exec(3 + cfg.preserve_fds)?;
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)

@@ -31,15 +31,7 @@ pub fn load_bundle(bundle: &Path) -> Result<Bundle> {
     let config_path = dir.join("config.json");
     let data = fs::read(&config_path)
         .map_err(|e| Error::io(format!("read {}", config_path.display()), e))?;
-    let spec: Spec = serde_json::from_slice(&data).map_err(|e| Error::ConfigParse {
-        file: config_path.clone(),
-        source: e,
-    })?;
-    let v = Validator {
-        file: &config_path,
-        spec: &spec,
-    };
-    v.validate()?;
+    let spec = parse_config(&config_path, &data)?;
     let root = spec.root().as_ref().expect("validated");
     let rootfs = if root.path().is_absolute() {
         root.path().clone()
@@ -64,6 +56,18 @@ pub fn load_bundle(bundle: &Path) -> Result<Bundle> {
         rootfs,
         spec,
     })
+}
+
+/// Parses the bytes of a config.json and validates the spec, as [`load_bundle`] does;
+/// `file` only names the config in errors. The root filesystem is not looked up, but
+/// the checks against this host (joined namespace paths, rlimits, LSMs) run.
+pub fn parse_config(file: &Path, data: &[u8]) -> Result<Spec> {
+    let spec: Spec = serde_json::from_slice(data).map_err(|e| Error::ConfigParse {
+        file: file.to_path_buf(),
+        source: e,
+    })?;
+    Validator { file, spec: &spec }.validate()?;
+    Ok(spec)
 }
 
 /// Parses "MAJOR.MINOR.PATCH[-suffix]" and checks it lies in [MIN, MAX-minor].
@@ -418,11 +422,6 @@ impl Validator<'_> {
         }
         if linux.net_devices().as_ref().is_some_and(|m| !m.is_empty()) {
             return refuse("linux.netDevices");
-        }
-        if let Some(s) = linux.seccomp() {
-            if s.listener_path().is_some() {
-                return refuse("linux.seccomp.listenerPath");
-            }
         }
         Ok(())
     }

@@ -120,13 +120,9 @@ fn apparmor_profile_without_apparmor_is_refused() {
 
 #[test]
 fn unsupported_spec_field_is_refused_not_ignored() {
-    let b = Bundle::new().edit(|v| v["linux"]["personality"] = json!({"domain": "LINUX32"}));
+    let b = Bundle::new().edit(|v| v["linux"]["intelRdt"] = json!({"closID": "berth-test"}));
 
-    assert_create_refused(
-        b.path(),
-        &unique_id("personality"),
-        &["linux.personality", "not supported"],
-    );
+    assert_create_refused(b.path(), &unique_id("rdt"), &["linux.intelRdt"]);
 }
 
 #[test]
