@@ -1,6 +1,7 @@
 //! AppArmor and SELinux: detected, and labels applied for the next exec.
 
 use std::fs;
+use std::io::Write;
 
 use crate::error::{Context, Result};
 
@@ -21,11 +22,26 @@ pub fn apparmor_exec(profile: &str) -> Result<()> {
     } else {
         "/proc/self/attr/exec"
     };
-    fs::write(attr, format!("exec {profile}"))
+    write_proc_attr(attr, format!("exec {profile}").as_bytes())
         .ctx(|| format!("set AppArmor profile {profile:?} via {attr}"))
 }
 
 /// Sets the SELinux label of the next exec.
 pub fn selinux_exec(label: &str) -> Result<()> {
-    fs::write("/proc/self/attr/exec", label).ctx(|| format!("set SELinux exec label {label:?}"))
+    write_proc_attr("/proc/self/attr/exec", label.as_bytes())
+        .ctx(|| format!("set SELinux exec label {label:?}"))
+}
+
+/// Writes an LSM attribute file, refusing one that is not on procfs: a container that got
+/// something else mounted over /proc would otherwise swallow the label silently
+/// (CVE-2019-16884).
+fn write_proc_attr(path: &str, value: &[u8]) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    let st = nix::sys::statfs::fstatfs(&f)?;
+    if st.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(std::io::Error::other(format!(
+            "{path} is not on procfs (something is mounted over /proc)"
+        )));
+    }
+    f.write_all(value)
 }

@@ -3,7 +3,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::common::*;
@@ -127,13 +127,7 @@ fn a_cwd_through_proc_self_fd_is_refused() {
 fn a_mount_destination_symlinked_out_of_the_rootfs_stays_inside() {
     let berth = Berth::new();
     let marker = format!("berth-escape-{}", unique_id("m"));
-    let root = tempfile::tempdir().unwrap();
-    for d in ["bin", "proc", "dev", "sys", "tmp"] {
-        fs::create_dir(root.path().join(d)).unwrap();
-    }
-    fs::copy("/bin/busybox", root.path().join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", root.path().join("bin/sh")).unwrap();
-    std::os::unix::fs::symlink("busybox", root.path().join("bin/true")).unwrap();
+    let root = own_rootfs(&["proc"]);
     std::os::unix::fs::symlink(
         format!("/../../../../../../../../opt/{marker}"),
         root.path().join("evil"),
@@ -187,4 +181,138 @@ fn masked_and_readonly_paths_cannot_be_unmounted_or_remounted_from_inside() {
         ],
         "{out}"
     );
+}
+
+/// A rootfs of its own, for a test that plants links in it: busybox with sh, true and cat,
+/// and the directories /bin, /dev, /sys, /tmp plus `extra`.
+fn own_rootfs(extra: &[&str]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    for d in ["bin", "dev", "sys", "tmp"].iter().chain(extra) {
+        fs::create_dir_all(root.path().join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", root.path().join("bin/busybox")).unwrap();
+    for applet in ["sh", "true", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.path().join("bin").join(applet)).unwrap();
+    }
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    root
+}
+
+/// `create` must fail naming the container and `needles`, leaving nothing behind.
+fn refused(b: &Bundle, needles: &[&str]) {
+    let berth = Berth::new();
+    let id = unique_id("procmount");
+    berth
+        .create(&id, b.path(), &[])
+        .assert_error("create with a mount that hides /proc")
+        .assert_stderr_has("create", &[&id])
+        .assert_stderr_has("create", needles);
+    assert_no_leftovers(&berth, &id, b.path());
+}
+
+/// CVE-2019-16884: a volume mounted over /proc would hide /proc/self/attr, so an LSM label
+/// written there would land in the volume and the container would run unconfined.
+#[test]
+fn cve_2019_16884_a_volume_over_proc_is_refused() {
+    let vol = tempfile::tempdir().unwrap();
+    let b = Bundle::new().edit(|c| {
+        add_mount(
+            c,
+            serde_json::json!({"destination": "/proc", "type": "bind",
+                "source": vol.path(), "options": ["rbind"]}),
+        )
+    });
+
+    refused(&b, &["/proc", "only procfs may be mounted on /proc"]);
+}
+
+/// CVE-2019-16884, the narrower form: a mount over /proc/self/attr itself.
+#[test]
+fn cve_2019_16884_a_mount_over_proc_self_attr_is_refused() {
+    let b = Bundle::new().edit(|c| {
+        add_mount(
+            c,
+            serde_json::json!({"destination": "/proc/self/attr", "type": "tmpfs",
+                "source": "tmpfs"}),
+        )
+    });
+
+    refused(&b, &["/proc/self/attr", "is under /proc"]);
+}
+
+/// CVE-2023-27561 (CVE-2019-16884 come back): the destination is not spelled /proc but a
+/// symlink in the rootfs leads there.
+#[test]
+fn cve_2023_27561_a_symlink_leading_a_mount_onto_proc_is_refused() {
+    let root = own_rootfs(&["proc"]);
+    std::os::unix::fs::symlink("/proc", root.path().join("innocent")).unwrap();
+    let b = Bundle::new().args(&["true"]).edit(|c| {
+        c["root"]["path"] = serde_json::json!(root.path());
+        add_mount(
+            c,
+            serde_json::json!({"destination": "/innocent", "type": "tmpfs", "source": "tmpfs"}),
+        );
+    });
+
+    refused(
+        &b,
+        &[
+            "only procfs may be mounted on /proc",
+            "through a symlink from /innocent",
+        ],
+    );
+}
+
+/// CVE-2023-28642: /proc in the rootfs is a symlink, so procfs would be mounted elsewhere and
+/// what the runtime writes to /proc would not reach the kernel.
+#[test]
+fn cve_2023_28642_proc_as_a_symlink_in_the_rootfs_is_refused() {
+    let root = own_rootfs(&["fakeproc"]);
+    std::os::unix::fs::symlink("/fakeproc", root.path().join("proc")).unwrap();
+    let b = Bundle::new()
+        .args(&["true"])
+        .edit(|c| c["root"]["path"] = serde_json::json!(root.path()));
+
+    refused(&b, &["symlink", "/fakeproc", "proc", "CVE-2023-28642"]);
+    assert!(
+        fs::read_dir(root.path().join("fakeproc"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "procfs was mounted at the symlink's target"
+    );
+}
+
+/// The same check for sysfs: /sys as a symlink is refused.
+#[test]
+fn cve_2023_28642_sys_as_a_symlink_in_the_rootfs_is_refused() {
+    let root = own_rootfs(&["proc", "fakesys"]);
+    fs::remove_dir(root.path().join("sys")).unwrap();
+    std::os::unix::fs::symlink("fakesys", root.path().join("sys")).unwrap();
+    let b = Bundle::new()
+        .args(&["true"])
+        .edit(|c| c["root"]["path"] = serde_json::json!(root.path()));
+
+    refused(&b, &["symlink", "/fakesys", "sysfs"]);
+}
+
+/// What the /proc checks still allow: a bind of a file onto a listed /proc file, as lxcfs
+/// does, and the container sees it.
+#[test]
+fn a_file_bound_onto_proc_uptime_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("uptime");
+    fs::write(&src, "4242.00 17.00\n").unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o644)).unwrap();
+    let b = Bundle::new().args(&["cat", "/proc/uptime"]).edit(|c| {
+        add_mount(
+            c,
+            serde_json::json!({"destination": "/proc/uptime", "type": "bind",
+                "source": src, "options": ["bind", "ro"]}),
+        )
+    });
+
+    let out = Berth::new().run_to_exit(&b);
+
+    assert_eq!(out.stdout.trim(), "4242.00 17.00", "stderr: {}", out.stderr);
 }

@@ -136,9 +136,10 @@ fn mount_entry(root: BorrowedFd<'_>, c: &RootfsContext<'_>, m: &Mount) -> Result
         return mount_cgroup(root, c, dest, &opts);
     }
     if opts.is_bind() || typ == "bind" {
-        return mount_bind(root, m, &opts, dest);
+        return mount_bind(root, c, m, &opts, dest);
     }
     let target = resolve::mkdir_all(root, dest, Mode::from_bits_truncate(0o755))?;
+    check_destination(c.rootfs, typ, false, dest, target.as_fd())?;
     let old = if opts.tmpcopyup {
         Some(
             open(
@@ -173,7 +174,13 @@ fn mount_entry(root: BorrowedFd<'_>, c: &RootfsContext<'_>, m: &Mount) -> Result
     finish_mount(&mounted, &opts, dest)
 }
 
-fn mount_bind(root: BorrowedFd<'_>, m: &Mount, opts: &MountOptions, dest: &Path) -> Result<()> {
+fn mount_bind(
+    root: BorrowedFd<'_>,
+    c: &RootfsContext<'_>,
+    m: &Mount,
+    opts: &MountOptions,
+    dest: &Path,
+) -> Result<()> {
     let src = m
         .source()
         .as_deref()
@@ -184,6 +191,7 @@ fn mount_bind(root: BorrowedFd<'_>, m: &Mount, opts: &MountOptions, dest: &Path)
     } else {
         resolve::ensure_file(root, dest)?
     };
+    check_destination(c.rootfs, "bind", !meta.is_dir(), dest, target.as_fd())?;
     let rec = opts.flags & MsFlags::MS_REC;
     mount(
         Some(src),
@@ -200,6 +208,69 @@ fn mount_bind(root: BorrowedFd<'_>, m: &Mount, opts: &MountOptions, dest: &Path)
         remount_bind(&mounted, extra | rec, dest)?;
     }
     finish_mount(&mounted, opts, dest)
+}
+
+/// Files under /proc that a bind mount may cover: what lxcfs and similar tools provide.
+const PROC_FILES_BINDABLE: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// Where a mount lands once symlinks in the rootfs are resolved (`target`), checked
+/// against what the runtime relies on:
+/// - procfs and sysfs go exactly where the spec says: a rootfs that makes /proc a symlink
+///   could otherwise move procfs where the runtime does not look (CVE-2023-28642);
+/// - nothing but procfs lands on /proc, and under /proc only a bind of a file from a short
+///   list: anything else could hide /proc/self/attr, where LSM labels are written, and
+///   the files masked paths protect (CVE-2019-16884, CVE-2023-27561).
+fn check_destination(
+    rootfs: &Path,
+    typ: &str,
+    file_bind: bool,
+    dest: &Path,
+    target: BorrowedFd<'_>,
+) -> Result<()> {
+    let actual = resolve::in_root_path(rootfs, target)?;
+    let wanted = resolve::lexical(dest);
+    if (typ == "proc" || typ == "sysfs") && actual != wanted {
+        return Err(Error::Unsupported(format!(
+            "a symlink in the rootfs leads this {typ} mount to {}; {typ} is mounted only on \
+             {} itself (CVE-2023-28642)",
+            actual.display(),
+            wanted.display()
+        )));
+    }
+    let proc = Path::new("/proc");
+    if actual == proc && typ != "proc" {
+        return Err(Error::Unsupported(format!(
+            "only procfs may be mounted on /proc{} (CVE-2019-16884)",
+            if actual != wanted {
+                format!(" (reached through a symlink from {})", wanted.display())
+            } else {
+                String::new()
+            }
+        )));
+    }
+    if actual.starts_with(proc) && actual != proc {
+        let listed = PROC_FILES_BINDABLE.iter().any(|p| Path::new(p) == actual);
+        if !(file_bind && listed) {
+            return Err(Error::Unsupported(format!(
+                "{} is under /proc, where only a bind of a file onto one of {} may be \
+                 mounted (CVE-2019-16884, CVE-2023-27561)",
+                actual.display(),
+                PROC_FILES_BINDABLE.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Propagation and recursive attributes, after the mount exists.

@@ -42,6 +42,37 @@ pub fn relative(path: &Path) -> PathBuf {
     }
 }
 
+/// Where `fd` lies inside the rootfs at `rootfs` (a host path), as an absolute path seen
+/// from the container: what a planted symlink made of a mount destination.
+pub fn in_root_path(rootfs: &Path, fd: BorrowedFd<'_>) -> Result<PathBuf> {
+    let host = std::fs::read_link(fd_path(fd))
+        .map_err(|e| Error::io(format!("read the path of {}", fd_path(fd).display()), e))?;
+    let inside = host.strip_prefix(rootfs).map_err(|_| {
+        Error::Unsupported(format!(
+            "{} resolved outside the rootfs {}",
+            host.display(),
+            rootfs.display()
+        ))
+    })?;
+    Ok(Path::new("/").join(inside))
+}
+
+/// `path` made absolute with `.` and `..` applied by name (never above `/`), as the
+/// container would spell it with no symlink involved.
+pub fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
 /// `/proc/self/fd/N`: the handle to mount onto.
 pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
