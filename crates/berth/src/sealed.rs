@@ -74,22 +74,9 @@ pub fn ensure() -> Result<(), String> {
 
 /// A detached read-only bind mount of /proc/self/exe, or None where that is not allowed.
 fn read_only_bind() -> Option<OwnedFd> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    // SAFETY: open_tree reads the NUL-terminated path; returns a new fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c"/proc/self/exe".as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just returned this fd; nothing else owns it.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     use std::os::fd::AsFd;
+    let tree =
+        libberth::rootfs::open_tree_clone(std::path::Path::new("/proc/self/exe"), false).ok()?;
     let ro = libberth::rootfs::options::MOUNT_ATTR_RDONLY;
     let rc = libberth::rootfs::set_mount_attr(tree.as_fd(), false, ro, 0);
     rc.is_ok().then_some(tree)

@@ -18,6 +18,8 @@ mod cves;
 mod errors;
 #[path = "runtime/exec.rs"]
 mod exec;
+#[path = "runtime/idmap.rs"]
+mod idmap;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
 #[path = "runtime/procattr.rs"]

@@ -141,6 +141,7 @@ impl Runtime {
         guard.cgroup = Some(cgroup.clone());
         cgroup.apply_resources(&resources)?;
         let hierarchies = cgroup_view(&cgroup);
+        let idmapped = crate::rootfs::idmap::prepare_all(sp)?;
 
         let cfg = InitConfig {
             id: &o.id,
@@ -157,6 +158,7 @@ impl Runtime {
             cgroups: hierarchies,
             cgroup: &cgroup,
             caps,
+            idmapped,
         };
         let (parent, child) = Channel::pair()?;
         // The intermediate is born in the cgroup2 directory where the kernel allows it, and
@@ -226,7 +228,11 @@ impl Runtime {
             };
             match msg {
                 Msg::MapIds => {
-                    write_id_maps(stage1, linux)?;
+                    namespace::write_id_maps(
+                        stage1,
+                        linux.uid_mappings().as_deref().unwrap_or(&[]),
+                        linux.gid_mappings().as_deref().unwrap_or(&[]),
+                    )?;
                     chan.send(&Msg::IdsMapped)?;
                 }
                 Msg::InitPid(pid) => {
@@ -514,7 +520,7 @@ fn kill_cgroup(cg: &berth_cgroups::Manager) {
     }
 }
 
-fn status_of(dir: &StateDir, saved: &Saved) -> Status {
+pub(crate) fn status_of(dir: &StateDir, saved: &Saved) -> Status {
     derive_status(&dir.fifo(), saved)
 }
 
@@ -560,7 +566,8 @@ fn wait_readers_gone(fd: &OwnedFd) {
     }
 }
 
-fn pidfd(pid: i32) -> Option<OwnedFd> {
+/// A pidfd of `pid`, readable once the process has exited; `None` if it does not exist.
+pub(crate) fn pidfd(pid: i32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open returns a new fd or -1; no memory is passed.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -625,22 +632,6 @@ fn wait_gone(pid: i32, start: u64, limit: Duration) {
     while state::pid_alive(pid, start) && t.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-/// Writes uid_map and gid_map of the intermediate process.
-fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<()> {
-    let fmt = |m: &[oci_spec::runtime::LinuxIdMapping]| {
-        m.iter()
-            .map(|e| format!("{} {} {}\n", e.container_id(), e.host_id(), e.size()))
-            .collect::<String>()
-    };
-    let uid = fmt(linux.uid_mappings().as_deref().unwrap_or(&[]));
-    let gid = fmt(linux.gid_mappings().as_deref().unwrap_or(&[]));
-    let p = format!("/proc/{pid}/uid_map");
-    fs::write(&p, &uid).ctx(|| format!("write {p} ({})", uid.trim().replace('\n', "; ")))?;
-    let p = format!("/proc/{pid}/gid_map");
-    fs::write(&p, &gid).ctx(|| format!("write {p} ({})", gid.trim().replace('\n', "; ")))?;
-    Ok(())
 }
 
 fn host_id_of_root(maps: Option<&[oci_spec::runtime::LinuxIdMapping]>) -> u32 {

@@ -66,7 +66,7 @@ pub fn features() -> Value {
                     "MPOL_F_STATIC_NODES"],
             },
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}},
+            "mountExtensions": {"idmap": {"enabled": true}},
         },
         "annotations": {
             "org.opencontainers.runc.checkpoint.enabled": "false",

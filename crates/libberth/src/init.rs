@@ -45,6 +45,8 @@ pub struct InitConfig<'a> {
     /// The container's cgroup, which the intermediate enters itself.
     pub cgroup: &'a berth_cgroups::Manager,
     pub caps: CapSets,
+    /// Idmapped trees made by `create`, attached by the init.
+    pub idmapped: Vec<rootfs::idmap::Prepared>,
 }
 
 /// Entry of the intermediate process; never returns.
@@ -65,6 +67,7 @@ fn run_intermediate(chan: &Channel, cfg: &InitConfig<'_>, in_cgroup: bool) -> Re
     // Nothing of `create` but what we need may reach the container: above all not the
     // state directory's lock, which would stay held until exec.
     let mut keep: Vec<i32> = cfg.ns_files.iter().map(|f| f.raw_fd()).collect();
+    keep.extend(cfg.idmapped.iter().map(|p| p.tree.as_raw_fd()));
     keep.push(chan.as_fd().as_raw_fd());
     close_fds_except(3 + cfg.preserve_fds as i32, &keep)?;
     // If `create` dies, so do we.
@@ -160,6 +163,7 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
         cgroups: &cfg.cgroups,
         cgroupns: cfg.ns.has(LinuxNamespaceType::Cgroup),
         userns: cfg.ns.has(LinuxNamespaceType::User),
+        idmapped: &cfg.idmapped,
     };
     rootfs::prepare(&ctx)?;
 

@@ -296,6 +296,9 @@ impl Validator<'_> {
                     "missing (only bind mounts may omit it)",
                 ));
             }
+            if crate::rootfs::idmap::wanted(m) {
+                self.idmapped_mount(i, m, is_bind)?;
+            }
             for o in opts {
                 if crate::rootfs::options::is_unsupported(o) {
                     return Err(self.err(
@@ -306,6 +309,51 @@ impl Validator<'_> {
             }
         }
         Ok(())
+    }
+
+    /// idmap, ridmap, uidMappings and gidMappings of one mount.
+    fn idmapped_mount(&self, i: usize, m: &oci_spec::runtime::Mount, is_bind: bool) -> Result<()> {
+        let field = format!("mounts[{i}]");
+        if !is_bind {
+            return Err(self.err(
+                format!("{field}.options"),
+                "an idmap applies to bind mounts only",
+            ));
+        }
+        match (m.uid_mappings(), m.gid_mappings()) {
+            (Some(u), Some(g)) => {
+                for (name, maps) in [("uidMappings", u), ("gidMappings", g)] {
+                    if maps.is_empty() || maps.iter().any(|e| e.size() == 0) {
+                        return Err(self.err(
+                            format!("{field}.{name}"),
+                            "needs at least one mapping, each of a non-zero size",
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            (None, None) => {
+                let linux = self.spec.linux().as_ref().expect("checked");
+                let userns = linux
+                    .namespaces()
+                    .as_deref()
+                    .unwrap_or(&[])
+                    .iter()
+                    .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+                let maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+                    && linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+                if userns && maps {
+                    Ok(())
+                } else {
+                    Err(self.err(
+                        format!("{field}.options"),
+                        "idmap without uidMappings and gidMappings takes the container's user \
+                         namespace mappings, and this container has none",
+                    ))
+                }
+            }
+            _ => Err(self.err(field, "uidMappings and gidMappings must be given together")),
+        }
     }
 
     fn sysctls(&self, ns: &Namespaces) -> Result<()> {

@@ -786,3 +786,40 @@ pub fn skip(test: &str, reason: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
 }
+
+/// A tmpfs mounted on the host below a bind source; unmounted on drop.
+pub struct HostSubmount(pub PathBuf);
+
+impl HostSubmount {
+    pub fn new(src: &Path) -> HostSubmount {
+        use nix::mount::{mount, MsFlags};
+        let sub = src.join("sub");
+        fs::create_dir(&sub).unwrap();
+        mount(
+            Some("tmpfs"),
+            &sub,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap();
+        let m = HostSubmount(sub);
+        fs::write(m.0.join("in-submount"), "submount-file").unwrap();
+        m
+    }
+}
+
+impl Drop for HostSubmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A new user namespace mapping container ids 0-65535 to host ids 100000-165535.
+pub fn with_user_namespace(v: &mut Value) {
+    set_namespace(v, "user", None);
+    v["linux"]["uidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    v["linux"]["gidMappings"] =
+        serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+}

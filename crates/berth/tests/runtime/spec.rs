@@ -455,12 +455,6 @@ fn namespace_path_joins_another_containers_namespace() {
     assert_eq!(Path::new(out.stdout.trim()), first_net);
 }
 
-fn with_user_namespace(v: &mut Value) {
-    set_namespace(v, "user", None);
-    v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    v["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-}
-
 #[test]
 fn user_namespace_has_the_configured_id_maps() {
     let b = Bundle::new().edit(with_user_namespace);
@@ -657,34 +651,6 @@ fn read_write_bind_mount_writes_through_to_the_host() {
         fs::read_to_string(src.path().join("new")).unwrap(),
         "from-container\n"
     );
-}
-
-/// A tmpfs mounted on the host below a bind source; unmounted on drop.
-struct HostSubmount(PathBuf);
-
-impl HostSubmount {
-    fn new(src: &Path) -> HostSubmount {
-        use nix::mount::{mount, MsFlags};
-        let sub = src.join("sub");
-        fs::create_dir(&sub).unwrap();
-        mount(
-            Some("tmpfs"),
-            &sub,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("size=1m"),
-        )
-        .unwrap();
-        let m = HostSubmount(sub);
-        fs::write(m.0.join("in-submount"), "submount-file").unwrap();
-        m
-    }
-}
-
-impl Drop for HostSubmount {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! Runs in the container init, inside its new mount namespace.
 
 pub mod devices;
+pub mod idmap;
 pub mod options;
 pub mod resolve;
 
@@ -43,6 +44,8 @@ pub struct RootfsContext<'a> {
     pub cgroups: &'a [CgroupHierarchy],
     pub cgroupns: bool,
     pub userns: bool,
+    /// Idmapped trees to attach in place of plain binds.
+    pub idmapped: &'a [idmap::Prepared],
 }
 
 fn propagation_flag(p: Option<&str>) -> Result<MsFlags> {
@@ -78,7 +81,7 @@ pub fn prepare(c: &RootfsContext<'_>) -> Result<()> {
     .ctx(|| format!("open rootfs {}", c.rootfs.display()))?;
     let mounts = c.spec.mounts().as_deref().unwrap_or(&[]);
     for (i, m) in mounts.iter().enumerate() {
-        mount_entry(root.as_fd(), c, m).map_err(|e| {
+        mount_entry(root.as_fd(), c, i, m).map_err(|e| {
             Error::Unsupported(format!(
                 "mounts[{i}] ({}): {}",
                 m.destination().display(),
@@ -128,7 +131,7 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
     }
 }
 
-fn mount_entry(root: BorrowedFd<'_>, c: &RootfsContext<'_>, m: &Mount) -> Result<()> {
+fn mount_entry(root: BorrowedFd<'_>, c: &RootfsContext<'_>, i: usize, m: &Mount) -> Result<()> {
     let opts = options::parse(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
     let dest = m.destination();
@@ -136,7 +139,12 @@ fn mount_entry(root: BorrowedFd<'_>, c: &RootfsContext<'_>, m: &Mount) -> Result
         return mount_cgroup(root, c, dest, &opts);
     }
     if opts.is_bind() || typ == "bind" {
-        return mount_bind(root, c, m, &opts, dest);
+        let tree = c
+            .idmapped
+            .iter()
+            .find(|p| p.index == i)
+            .map(|p| p.tree.as_fd());
+        return mount_bind(root, c, m, &opts, dest, tree);
     }
     let target = resolve::mkdir_all(root, dest, Mode::from_bits_truncate(0o755))?;
     check_destination(c.rootfs, typ, false, dest, target.as_fd())?;
@@ -180,6 +188,7 @@ fn mount_bind(
     m: &Mount,
     opts: &MountOptions,
     dest: &Path,
+    idmapped: Option<BorrowedFd<'_>>,
 ) -> Result<()> {
     let src = m
         .source()
@@ -193,14 +202,17 @@ fn mount_bind(
     };
     check_destination(c.rootfs, "bind", !meta.is_dir(), dest, target.as_fd())?;
     let rec = opts.flags & MsFlags::MS_REC;
-    mount(
-        Some(src),
-        &resolve::fd_path(target.as_fd()),
-        None::<&str>,
-        MsFlags::MS_BIND | rec,
-        None::<&str>,
-    )
-    .ctx(|| format!("bind {} on {}", src.display(), dest.display()))?;
+    match idmapped {
+        Some(tree) => idmap::attach(tree, target.as_fd(), dest)?,
+        None => mount(
+            Some(src),
+            &resolve::fd_path(target.as_fd()),
+            None::<&str>,
+            MsFlags::MS_BIND | rec,
+            None::<&str>,
+        )
+        .ctx(|| format!("bind {} on {}", src.display(), dest.display()))?,
+    }
     let mounted = resolve::open_in_root(root, dest, OFlag::O_PATH)
         .ctx(|| format!("reopen {}", dest.display()))?;
     let extra = opts.bind_remount_flags();
@@ -334,13 +346,43 @@ struct MountAttr {
 /// mount_setattr(2) on the mount an fd refers to (open_tree fds too): sets and clears
 /// MOUNT_ATTR_* flags, on the whole subtree when `recursive`.
 pub fn set_mount_attr(fd: BorrowedFd<'_>, recursive: bool, set: u64, clr: u64) -> nix::Result<()> {
+    mount_setattr(
+        fd,
+        recursive,
+        &MountAttr {
+            attr_set: set,
+            attr_clr: clr,
+            propagation: 0,
+            userns_fd: 0,
+        },
+    )
+}
+
+/// MOUNT_ATTR_IDMAP.
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// Makes the detached mount `fd` (an open_tree clone) idmapped through the user namespace
+/// `userns`, on the whole subtree when `recursive`.
+pub fn set_mount_idmap(
+    fd: BorrowedFd<'_>,
+    recursive: bool,
+    userns: BorrowedFd<'_>,
+) -> nix::Result<()> {
     use std::os::fd::AsRawFd;
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: clr,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    mount_setattr(
+        fd,
+        recursive,
+        &MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        },
+    )
+}
+
+fn mount_setattr(fd: BorrowedFd<'_>, recursive: bool, attr: &MountAttr) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
     let empty = c"";
     // SAFETY: mount_setattr(2) reads `attr` (size given) and the empty path; the fd is open.
     let rc = unsafe {
@@ -349,11 +391,29 @@ pub fn set_mount_attr(fd: BorrowedFd<'_>, recursive: bool, set: u64, clr: u64) -
             fd.as_raw_fd(),
             empty.as_ptr(),
             libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 },
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
     Errno::result(rc).map(drop)
+}
+
+/// open_tree(OPEN_TREE_CLONE): a detached copy of the mount at `path` (with its submounts
+/// when `recursive`), close-on-exec, to configure before it is attached anywhere.
+pub fn open_tree_clone(path: &Path, recursive: bool) -> nix::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: open_tree reads the NUL-terminated path; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    let fd = Errno::result(fd)?;
+    // SAFETY: the kernel just returned this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// tmpcopyup: the directory's former contents, copied into the tmpfs now mounted over it.

@@ -25,6 +25,10 @@ pub struct MountOptions {
     pub rec_set: u64,
     pub rec_clr: u64,
     pub tmpcopyup: bool,
+    /// `idmap` or `ridmap`: the bind is idmapped (not a mount(2) option).
+    pub idmap: bool,
+    /// `ridmap`: the idmap reaches submounts too.
+    pub ridmap: bool,
     pub data: Vec<String>,
 }
 
@@ -37,6 +41,8 @@ impl Default for MountOptions {
             rec_set: 0,
             rec_clr: 0,
             tmpcopyup: false,
+            idmap: false,
+            ridmap: false,
             data: Vec::new(),
         }
     }
@@ -130,7 +136,7 @@ fn recursive(o: &str) -> Option<(bool, u64)> {
 
 /// Options this build knows but cannot honour yet (refused at validation).
 pub fn is_unsupported(o: &str) -> bool {
-    matches!(o, "idmap" | "ridmap") || o.starts_with("idmap=")
+    o.starts_with("idmap=") || o.starts_with("ridmap=")
 }
 
 /// Every option name this build understands, for `berth features`.
@@ -198,6 +204,8 @@ pub fn known() -> Vec<&'static str> {
         "sync",
         "tmpcopyup",
         "unbindable",
+        "idmap",
+        "ridmap",
     ];
     ALL.to_vec()
 }
@@ -229,6 +237,11 @@ pub fn parse(opts: &[String]) -> MountOptions {
             }
         } else if o == "tmpcopyup" {
             m.tmpcopyup = true;
+        } else if o == "idmap" {
+            m.idmap = true;
+        } else if o == "ridmap" {
+            m.idmap = true;
+            m.ridmap = true;
         } else {
             m.data.push(o.clone());
         }
@@ -304,7 +317,10 @@ mod tests {
     #[test]
     fn extensions() {
         assert!(p(&["tmpcopyup"]).tmpcopyup);
-        assert!(is_unsupported("idmap"));
+        assert!(p(&["idmap"]).idmap);
+        assert!(p(&["ridmap"]).ridmap && p(&["ridmap"]).idmap);
+        assert!(!is_unsupported("idmap"));
+        assert!(is_unsupported("idmap=uids=0-1000-10"));
         assert!(!is_unsupported("ro"));
     }
 }
