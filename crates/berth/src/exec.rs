@@ -14,11 +14,6 @@ type CmdResult = Result<ExitCode, (Option<String>, Error)>;
 pub fn exec(rt: &Runtime, e: &Exec, logger: &Logger) -> CmdResult {
     let id = e.container_id.clone();
     let fail = |err: Error| (Some(id.clone()), err);
-    if !e.cgroup.is_empty() {
-        return Err(fail(Error::Unsupported(
-            "exec --cgroup (a sub-cgroup) is not supported yet".into(),
-        )));
-    }
     let process = match &e.process {
         Some(path) => {
             let data = std::fs::read(path).map_err(|err| {
@@ -60,6 +55,7 @@ pub fn exec(rt: &Runtime, e: &Exec, logger: &Logger) -> CmdResult {
         pid_file: e.pid_file.clone(),
         preserve_fds: e.preserve_fds,
         ignore_paused: e.ignore_paused,
+        sub_cgroups: e.cgroup.clone(),
     };
     if e.detach {
         rt.exec(&opts).map_err(fail)?;

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
@@ -38,6 +38,8 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     pub preserve_fds: u32,
     pub ignore_paused: bool,
+    /// `--cgroup`: sub-cgroups of the container's to run in, `[controller[,controller]:]path`.
+    pub sub_cgroups: Vec<String>,
 }
 
 /// Overrides of the container's process, as `exec`'s flags give them.
@@ -66,7 +68,9 @@ struct ExecConfig<'a> {
     process: &'a Process,
     ns_files: Vec<namespace::NsFile>,
     userns: bool,
-    cgroup: Option<&'a berth_cgroups::Manager>,
+    /// The `cgroup.procs`/`tasks` files to write `0` to, each in the container's cgroup or
+    /// the sub-cgroup `--cgroup` named for it.
+    entry_files: Vec<PathBuf>,
     /// The container is paused: join its (frozen) cgroup only after Ready, as the last
     /// step before exec, or setup would freeze before it could report.
     late_cgroup: bool,
@@ -244,22 +248,39 @@ impl Runtime {
             .as_ref()
             .map(CapSets::from_spec)
             .unwrap_or_else(CapSets::empty);
-        let late_files = match saved.cgroup.as_ref().filter(|_| paused) {
-            Some(cg) => cg
-                .self_entry_files(false)
+        let entry_files = match saved.cgroup.as_ref() {
+            Some(cg) => sub_cgroup_entries(cg, &o.sub_cgroups)?,
+            None if !o.sub_cgroups.is_empty() => {
+                return Err(Error::Unsupported(format!(
+                    "--cgroup: container {} has no cgroup",
+                    o.id
+                )))
+            }
+            None => Vec::new(),
+        };
+        let late_files = if paused {
+            entry_files
                 .iter()
                 .map(|f| {
                     open(f, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
                         .ctx(|| format!("open {}", f.display()))
                 })
-                .collect::<Result<Vec<_>>>()?,
-            None => Vec::new(),
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
         };
+        // The cgroup2 directory to be born in (clone3 CLONE_INTO_CGROUP).
+        let unified_dir = saved
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.unified_path())
+            .and_then(|_| entry_files.iter().find(|f| f.ends_with(CGROUP_PROCS)))
+            .and_then(|f| f.parent().map(Path::to_path_buf));
         let cfg = ExecConfig {
             process: p,
             ns_files,
             userns: listed.contains(&LinuxNamespaceType::User),
-            cgroup: saved.cgroup.as_ref(),
+            entry_files,
             late_cgroup: paused,
             late_files,
             seccomp,
@@ -268,19 +289,14 @@ impl Runtime {
             personality: linux.personality().clone(),
             memory_policy: linux.memory_policy().clone(),
         };
-        let cgroup_dir = saved
-            .cgroup
-            .as_ref()
-            .filter(|_| !paused)
-            .and_then(|c| c.unified_path())
-            .and_then(|p| {
-                open(
-                    &p,
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .ok()
-            });
+        let cgroup_dir = unified_dir.filter(|_| !paused).and_then(|p| {
+            open(
+                &p,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+        });
         // execCPUAffinity.initial: where the runtime's side runs until the move into the
         // container's cgroup; the forked processes inherit it.
         if let Some(l) = p
@@ -337,6 +353,58 @@ impl Runtime {
             console_master: master,
         })
     }
+}
+
+const CGROUP_PROCS: &str = "cgroup.procs";
+
+/// The files an exec process writes `0` to, to join the container's cgroup, with the
+/// sub-cgroups of `--cgroup` (`[controller[,controller]:]path`, relative to the
+/// container's cgroup, existing) in place of the container's own where they apply.
+fn sub_cgroup_entries(cg: &berth_cgroups::Manager, subs: &[String]) -> Result<Vec<PathBuf>> {
+    let mut files = cg.self_entry_files(false);
+    for s in subs {
+        let bad = |why: String| Error::Unsupported(format!("--cgroup {s:?}: {why}"));
+        let (controllers, path) = match s.split_once(':') {
+            Some((c, p)) => (Some(c), p),
+            None => (None, s.as_str()),
+        };
+        let rel = Path::new(path);
+        if path.is_empty()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(bad(
+                "the path must be relative to the container's cgroup, without . or ..".into(),
+            ));
+        }
+        let dirs = match controllers {
+            None => cg.cgroup_dirs(),
+            Some(list) => list
+                .split(',')
+                .map(|c| {
+                    cg.path_for(c)
+                        .ok_or_else(|| bad(format!("the container has no {c} cgroup")))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
+        for dir in dirs {
+            let sub = dir.join(rel);
+            if !sub.is_dir() {
+                return Err(bad(format!(
+                    "{} does not exist (exec joins an existing sub-cgroup)",
+                    sub.display()
+                )));
+            }
+            for f in files.iter_mut() {
+                if f.parent() == Some(dir.as_path()) {
+                    let name = f.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+                    *f = sub.join(name);
+                }
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// Waits (bounded) until `pid` shows in the cgroup: the process joins a paused container's
@@ -468,8 +536,13 @@ fn run_intermediate(chan: &Channel, cfg: &ExecConfig<'_>, in_cgroup: bool) -> Re
     // Non-dumpable until exec: container processes cannot reach our memory or
     // /proc/<pid>/exe while we run inside their namespaces.
     process::set_dumpable(false)?;
-    if let Some(cg) = cfg.cgroup.filter(|_| !cfg.late_cgroup) {
-        cg.enter_self(in_cgroup)?;
+    if !cfg.late_cgroup {
+        for f in &cfg.entry_files {
+            if in_cgroup && f.ends_with(CGROUP_PROCS) {
+                continue;
+            }
+            fs::write(f, "0").ctx(|| format!("join the container's cgroup via {}", f.display()))?;
+        }
     }
     for f in &cfg.ns_files {
         namespace::join(f)?;

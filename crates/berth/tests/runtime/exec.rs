@@ -327,3 +327,79 @@ fn exec_joins_the_user_namespace_first() {
         out.stdout
     );
 }
+
+/// `--cgroup PATH`: the exec process runs in an existing sub-cgroup of the container's,
+/// in every hierarchy; `--cgroup CONTROLLER:PATH` in that hierarchy only.
+#[test]
+fn exec_cgroup_runs_the_process_in_a_sub_cgroup() {
+    let berth = Berth::new();
+    let (id, _b) = running(&berth, "excg");
+    // Make "sub" in every hierarchy of the container.
+    let dirs: Vec<_> = find_cgroup_dirs(&id)
+        .into_iter()
+        .map(|d| d.join("sub"))
+        .collect();
+    assert!(!dirs.is_empty(), "no cgroup dirs for {id}");
+    for d in &dirs {
+        fs::create_dir(d).unwrap();
+        // A v1 cpuset cgroup takes no task until it has CPUs and memory nodes.
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(v) = fs::read_to_string(d.parent().unwrap().join(f)) {
+                if d.join(f).exists() && !d.join("cgroup.type").exists() {
+                    fs::write(d.join(f), v.trim()).unwrap();
+                }
+            }
+        }
+    }
+    let _cleanup = RemoveDirs(dirs);
+
+    let out = exec(
+        &berth,
+        &["--cgroup", "sub", &id, "cat", "/proc/self/cgroup"],
+    );
+    out.assert_ok("exec --cgroup sub");
+    for line in out.stdout.lines() {
+        assert!(
+            line.ends_with("/sub"),
+            "not in the sub-cgroup: {line}\n{}",
+            out.stdout
+        );
+    }
+
+    let out = exec(
+        &berth,
+        &["--cgroup", "pids:sub", &id, "cat", "/proc/self/cgroup"],
+    );
+    out.assert_ok("exec --cgroup pids:sub");
+    for line in out.stdout.lines() {
+        let in_sub = line.ends_with("/sub");
+        assert_eq!(in_sub, line.contains(":pids:"), "{line}\n{}", out.stdout);
+    }
+}
+
+#[test]
+fn exec_cgroup_refuses_a_missing_or_escaping_sub_cgroup() {
+    let berth = Berth::new();
+    let (id, _b) = running(&berth, "excgbad");
+
+    exec(&berth, &["--cgroup", "nosuch", &id, "true"])
+        .assert_error("exec --cgroup nosuch")
+        .assert_stderr_has("exec", &["--cgroup", "nosuch", "does not exist"]);
+    exec(&berth, &["--cgroup", "../..", &id, "true"])
+        .assert_error("exec --cgroup ../..")
+        .assert_stderr_has("exec", &["--cgroup", "without . or .."]);
+    exec(&berth, &["--cgroup", "nosuchctl:sub", &id, "true"])
+        .assert_error("exec --cgroup nosuchctl:sub")
+        .assert_stderr_has("exec", &["no nosuchctl cgroup"]);
+}
+
+/// Removes the directories (sub-cgroups) on drop, deepest first.
+struct RemoveDirs(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveDirs {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
