@@ -8,6 +8,7 @@ pkgs=(
   runc crun                                    # peers for comparison and conformance
   podman conmon containerd docker.io skopeo umoci uidmap  # real clients driving berth
   hyperfine time iproute2 procps               # benchmark and test tools
+  criu                                         # checkpoint and restore
 )
 missing=()
 for p in "${pkgs[@]}"; do
