@@ -224,6 +224,19 @@ pub enum CgroupError {
         last: String,
     },
 
+    /// Setting up a notification on a cgroup file (an eventfd for `cgroup.event_control`,
+    /// an inotify watch) or waiting for one failed.
+    #[error("failed to watch {path} for {what}")]
+    Watch {
+        /// What was to be noticed, for example `OOM kills`.
+        what: &'static str,
+        /// The cgroup file watched.
+        path: PathBuf,
+        /// The system call error.
+        #[source]
+        source: io::Error,
+    },
+
     /// The device-filter program has more instructions than a jump can span.
     #[error("device rules produce a BPF program of {insns} instructions, too many to encode")]
     DeviceProgramTooLarge {
@@ -266,6 +279,7 @@ impl CgroupError {
             | Self::RemoveDir { source, .. }
             | Self::ReadDir { source, .. }
             | Self::BpfLoad { source, .. }
+            | Self::Watch { source, .. }
             | Self::Bpf { source, .. } => source.raw_os_error(),
             Self::MalformedMountInfo { .. }
             | Self::MalformedProcCgroup { .. }

@@ -65,6 +65,16 @@ pub(crate) fn read(dir: &Path, file: &str) -> Result<String> {
     }
 }
 
+/// Reads `dir/file` as it is; `None` if the kernel does not provide the file.
+pub(crate) fn read_if_present(dir: &Path, file: &str) -> Result<Option<String>> {
+    let path = dir.join(file);
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CgroupError::Read { path, source }),
+    }
+}
+
 /// Reads `dir/file` as a number. `max` reads as `None`.
 pub(crate) fn read_number(dir: &Path, file: &str) -> Result<Option<u64>> {
     let text = read(dir, file)?;

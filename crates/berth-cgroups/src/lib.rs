@@ -4,7 +4,8 @@
 //! The [`Manager`] finds the hierarchies in `/proc/self/mountinfo`, decides where the
 //! container's cgroup goes (see [`path`] for the rules), checks `linux.resources`
 //! before anything is created ([`Manager::validate`]), creates the directories,
-//! writes the limits, moves processes in, freezes and thaws them, and removes the
+//! writes the limits, moves processes in, freezes and thaws them, reads their resource
+//! usage ([`Manager::stats`]), reports OOM kills ([`Manager::watch_oom`]), and removes the
 //! cgroup again. It is `Serialize`/`Deserialize`, so a runtime can store it in its
 //! state file and rebuild it in a later process.
 //!
@@ -17,7 +18,9 @@ mod error;
 mod files;
 mod manager;
 pub mod mountinfo;
+mod oom;
 pub mod path;
+pub mod stats;
 mod v1;
 mod v2;
 mod validate;
@@ -33,6 +36,8 @@ use serde::{Deserialize, Serialize};
 pub use devices::default_allowed_devices;
 pub use error::CgroupError;
 pub use manager::Manager;
+pub use oom::{OomNotice, OomWatcher};
+pub use stats::Stats;
 pub use v2::{cpu_shares_to_weight, io_weight_from_blkio};
 
 use crate::error::Result;

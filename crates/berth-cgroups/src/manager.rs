@@ -294,7 +294,7 @@ impl Manager {
     }
 
     /// The directory whose process list is authoritative.
-    fn procs_dir(&self) -> Option<&Path> {
+    pub(crate) fn procs_dir(&self) -> Option<&Path> {
         if self.mode == CgroupMode::Unified {
             return self.unified.as_ref().map(|u| u.path.as_path());
         }

@@ -6,4 +6,6 @@
 mod fake;
 mod hybrid;
 mod legacy;
+mod oom;
+mod stats;
 mod unified;
