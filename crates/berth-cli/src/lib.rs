@@ -3,6 +3,7 @@
 //! The binary stays thin: it parses these and calls into `libberth`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -41,11 +42,12 @@ pub struct GlobalOpts {
     #[arg(long = "log-format", global = true, value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Root directory for container state (tmpfs recommended).
-    #[arg(long, global = true, default_value = "/run/berth", env = "BERTH_ROOT")]
-    pub root: PathBuf,
+    /// Root directory for container state (tmpfs recommended) [default: /run/berth, or
+    /// $XDG_RUNTIME_DIR/berth for a user other than root].
+    #[arg(long, global = true, env = "BERTH_ROOT")]
+    pub root: Option<PathBuf>,
 
-    /// Path to the criu binary (accepted for runc compatibility).
+    /// Path to the criu binary that checkpoint and restore run (default: criu on PATH).
     #[arg(long, global = true, hide = true)]
     pub criu: Option<PathBuf>,
 
@@ -53,7 +55,9 @@ pub struct GlobalOpts {
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
 
-    /// Ignore cgroup permission errors: true, false or auto (accepted for runc compatibility).
+    /// Rootless mode: true, false or auto (rootless when not root or in a user namespace).
+    /// Rootless, user namespace maps need no privilege or go through newuidmap/newgidmap,
+    /// and a cgroup is used only where this user may create it.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub rootless: Option<String>,
 
@@ -96,6 +100,12 @@ pub enum Command {
     Resume(Resume),
     /// List the container's processes (ps output filtered to them, or JSON pids).
     Ps(Ps),
+    /// Checkpoint a running container with CRIU.
+    Checkpoint(Box<Checkpoint>),
+    /// Restore a container from a CRIU checkpoint.
+    Restore(Box<Restore>),
+    /// Display container events: resource statistics every interval, and OOM notices.
+    Events(Events),
 }
 
 #[derive(Debug, Args)]
@@ -142,7 +152,8 @@ pub struct Exec {
     /// Pass N additional file descriptors to the process.
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: u32,
-    /// Run in a sub-cgroup (cgroup v2; not supported yet).
+    /// Run in an existing sub-cgroup of the container's: [CONTROLLER[,CONTROLLER]:]PATH
+    /// (repeatable; without a controller, in every hierarchy).
     #[arg(long = "cgroup")]
     pub cgroup: Vec<String>,
     /// Allow exec in a paused container.
@@ -229,6 +240,92 @@ pub struct Ps {
     /// Arguments for ps (default -ef).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub ps_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Events {
+    /// Time between two statistics, as a Go duration (5s, 500ms, 1m30s).
+    #[arg(long, default_value = "5s", value_parser = parse_go_duration, value_name = "DURATION")]
+    pub interval: Duration,
+    /// Display the container's statistics once, then exit.
+    #[arg(long)]
+    pub stats: bool,
+    pub container_id: String,
+}
+
+/// Parses a duration as Go's `time.ParseDuration` does: a sequence of decimal numbers, each
+/// with an optional fraction and a unit (`ns`, `us` or `µs`, `ms`, `s`, `m`, `h`), such as
+/// `1m30s` or `1.5h`; `0` alone needs no unit. A negative duration is refused.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    const UNITS: &[(&str, u128)] = &[
+        ("ns", 1),
+        ("us", 1_000),
+        ("\u{b5}s", 1_000),
+        ("\u{3bc}s", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+    ];
+    let invalid = || format!("invalid duration {text:?}");
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut nanos: u128 = 0;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (int, after) = rest.split_at(int_len);
+        let (frac, after) = match after.strip_prefix('.') {
+            Some(after) => after.split_at(after.bytes().take_while(u8::is_ascii_digit).count()),
+            None => ("", after),
+        };
+        if int.is_empty() && frac.is_empty() {
+            return Err(invalid());
+        }
+        let unit_len = after
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let scale = UNITS
+            .iter()
+            .find(|(name, _)| *name == unit)
+            .map(|(_, scale)| *scale)
+            .ok_or_else(|| match unit {
+                "" => format!("missing unit in duration {text:?}"),
+                _ => format!("unknown unit {unit:?} in duration {text:?}"),
+            })?;
+        // At most 20 digits of fraction matter at nanosecond resolution.
+        let frac = &frac[..frac.len().min(20)];
+        let whole: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| invalid())?
+        };
+        let part: u128 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse::<u128>().map_err(|_| invalid())? * scale / 10u128.pow(frac.len() as u32)
+        };
+        nanos = whole
+            .checked_mul(scale)
+            .and_then(|n| n.checked_add(part))
+            .and_then(|n| n.checked_add(nanos))
+            .filter(|n| *n <= i64::MAX as u128)
+            .ok_or_else(invalid)?;
+        rest = after;
+    }
+    if negative && nanos > 0 {
+        return Err("duration interval must be greater than 0".to_string());
+    }
+    Ok(Duration::from_nanos(nanos as u64))
 }
 
 /// Options shared by `create` and `run`.
@@ -335,6 +432,100 @@ pub struct Spec {
 #[derive(Debug, Args)]
 pub struct Features {}
 
+/// CRIU options that `checkpoint` and `restore` share.
+#[derive(Debug, Args)]
+pub struct CriuOpts {
+    /// Directory of the CRIU image files (default: ./checkpoint).
+    #[arg(long = "image-path", value_name = "PATH")]
+    pub image_path: Option<PathBuf>,
+    /// Directory for CRIU's work files and log (default: the image path).
+    #[arg(long = "work-path", value_name = "PATH")]
+    pub work_path: Option<PathBuf>,
+    /// Allow open TCP connections.
+    #[arg(long = "tcp-established")]
+    pub tcp_established: bool,
+    /// Allow external unix sockets.
+    #[arg(long = "ext-unix-sk")]
+    pub ext_unix_sk: bool,
+    /// Allow shell jobs.
+    #[arg(long = "shell-job")]
+    pub shell_job: bool,
+    /// Handle file locks.
+    #[arg(long = "file-locks")]
+    pub file_locks: bool,
+    /// Cgroups mode: soft, full, strict or ignore (default: CRIU's, soft).
+    #[arg(long = "manage-cgroups-mode", value_name = "MODE")]
+    pub manage_cgroups_mode: Option<String>,
+    /// Create a namespace but do not restore its properties (only "network"; repeatable).
+    #[arg(long = "empty-ns", value_name = "NS")]
+    pub empty_ns: Vec<String>,
+    /// Deduplicate memory images automatically.
+    #[arg(long = "auto-dedup")]
+    pub auto_dedup: bool,
+    /// Restore memory pages lazily with userfaultfd.
+    #[arg(long = "lazy-pages")]
+    pub lazy_pages: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Checkpoint {
+    #[command(flatten)]
+    pub criu: CriuOpts,
+    /// Previous images (from --pre-dump), relative to the image path.
+    #[arg(long = "parent-path", value_name = "PATH")]
+    pub parent_path: Option<PathBuf>,
+    /// Leave the container running after the checkpoint.
+    #[arg(long = "leave-running")]
+    pub leave_running: bool,
+    /// Skip in-flight TCP connections.
+    #[arg(long = "tcp-skip-in-flight")]
+    pub tcp_skip_in_flight: bool,
+    /// Link unlinked files back where possible.
+    #[arg(long = "link-remap")]
+    pub link_remap: bool,
+    /// With --lazy-pages, CRIU writes \0 to this fd once its page server is ready (-1: none).
+    #[arg(long = "status-fd", value_name = "FD", allow_negative_numbers = true)]
+    pub status_fd: Option<i32>,
+    /// ADDRESS:PORT of a CRIU page server to send the memory pages to.
+    #[arg(long = "page-server", value_name = "ADDRESS:PORT")]
+    pub page_server: Option<String>,
+    /// Dump the memory only and leave the container running (for a later --parent-path).
+    #[arg(long = "pre-dump")]
+    pub pre_dump: bool,
+    pub container_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct Restore {
+    #[command(flatten)]
+    pub criu: CriuOpts,
+    /// Path to the bundle directory holding config.json.
+    #[arg(short = 'b', long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// AF_UNIX socket for the pty master (refused: a terminal cannot be restored).
+    #[arg(long = "console-socket", value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Do not wait for the restored container.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Write the restored init's host pid to this file.
+    #[arg(long = "pid-file", value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Do not become a subreaper while waiting for the container.
+    #[arg(long = "no-subreaper")]
+    pub no_subreaper: bool,
+    /// Do not use pivot_root (refused: CRIU always pivots into the restored root).
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// LSM profile of the restored processes, TYPE:NAME (apparmor or selinux).
+    #[arg(long = "lsm-profile", value_name = "TYPE:NAME")]
+    pub lsm_profile: Option<String>,
+    /// LSM mount context for the restored mounts.
+    #[arg(long = "lsm-mount-context", value_name = "CONTEXT")]
+    pub lsm_mount_context: Option<String>,
+    pub container_id: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,7 +551,7 @@ mod tests {
             "/p",
             "c1",
         ]);
-        assert_eq!(o.root, PathBuf::from("/tmp/r"));
+        assert_eq!(o.root, Some(PathBuf::from("/tmp/r")));
         assert_eq!(o.log_format, LogFormat::Json);
         match o.command {
             Some(Command::Create(c)) => {
@@ -416,6 +607,118 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_takes_runc_flags() {
+        match parse(&[
+            "berth",
+            "--criu",
+            "/opt/criu",
+            "checkpoint",
+            "--image-path",
+            "/img",
+            "--work-path",
+            "/work",
+            "--parent-path",
+            "../pre",
+            "--leave-running",
+            "--tcp-established",
+            "--ext-unix-sk",
+            "--shell-job",
+            "--lazy-pages",
+            "--status-fd",
+            "5",
+            "--page-server",
+            "h:1",
+            "--file-locks",
+            "--pre-dump",
+            "--manage-cgroups-mode",
+            "soft",
+            "--empty-ns",
+            "network",
+            "--auto-dedup",
+            "c1",
+        ])
+        .command
+        {
+            Some(Command::Checkpoint(c)) => {
+                assert_eq!(c.container_id, "c1");
+                assert_eq!(c.criu.image_path, Some(PathBuf::from("/img")));
+                assert_eq!(c.criu.work_path, Some(PathBuf::from("/work")));
+                assert_eq!(c.parent_path, Some(PathBuf::from("../pre")));
+                assert!(c.leave_running && c.pre_dump && c.criu.lazy_pages);
+                assert!(c.criu.tcp_established && c.criu.ext_unix_sk && c.criu.shell_job);
+                assert!(c.criu.file_locks && c.criu.auto_dedup);
+                assert_eq!(c.status_fd, Some(5));
+                assert_eq!(c.page_server.as_deref(), Some("h:1"));
+                assert_eq!(c.criu.manage_cgroups_mode.as_deref(), Some("soft"));
+                assert_eq!(c.criu.empty_ns, ["network"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["berth", "checkpoint", "--status-fd", "-1", "c1"]).command {
+            Some(Command::Checkpoint(c)) => assert_eq!(c.status_fd, Some(-1)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn restore_takes_runc_flags() {
+        match parse(&[
+            "berth",
+            "restore",
+            "--console-socket",
+            "/s",
+            "--image-path",
+            "/img",
+            "--work-path",
+            "/w",
+            "--tcp-established",
+            "--ext-unix-sk",
+            "--shell-job",
+            "--file-locks",
+            "--manage-cgroups-mode",
+            "full",
+            "-b",
+            "/b",
+            "-d",
+            "--pid-file",
+            "/p",
+            "--no-subreaper",
+            "--no-pivot",
+            "--empty-ns",
+            "network",
+            "--auto-dedup",
+            "--lazy-pages",
+            "--lsm-profile",
+            "apparmor:x",
+            "--lsm-mount-context",
+            "ctx",
+            "c2",
+        ])
+        .command
+        {
+            Some(Command::Restore(r)) => {
+                assert_eq!(r.container_id, "c2");
+                assert_eq!(r.bundle, PathBuf::from("/b"));
+                assert_eq!(r.console_socket, Some(PathBuf::from("/s")));
+                assert!(r.detach && r.no_subreaper && r.no_pivot);
+                assert_eq!(r.pid_file, Some(PathBuf::from("/p")));
+                assert_eq!(r.lsm_profile.as_deref(), Some("apparmor:x"));
+                assert_eq!(r.lsm_mount_context.as_deref(), Some("ctx"));
+                assert!(r.criu.lazy_pages && r.criu.auto_dedup && r.criu.file_locks);
+                assert_eq!(r.criu.manage_cgroups_mode.as_deref(), Some("full"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["berth", "restore", "c3"]).command {
+            Some(Command::Restore(r)) => {
+                assert_eq!(r.bundle, PathBuf::from("."));
+                assert!(!r.detach && r.criu.image_path.is_none());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
     fn exec_takes_runc_flags_and_a_command() {
         match parse(&[
             "berth", "exec", "-t", "-e", "A=1", "--env", "B=2", "-u", "1000:100", "--cap",
@@ -433,6 +736,60 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn go_durations() {
+        let ok = |t: &str| parse_go_duration(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(ok("5s"), Duration::from_secs(5));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1m"), Duration::from_secs(60));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1.5h"), Duration::from_secs(5400));
+        assert_eq!(ok(".5s"), Duration::from_millis(500));
+        assert_eq!(ok("2.s"), Duration::from_secs(2));
+        assert_eq!(ok("+10us"), Duration::from_micros(10));
+        assert_eq!(ok("10\u{b5}s"), Duration::from_micros(10));
+        assert_eq!(ok("1h2m3s4ms5us6ns"), Duration::new(3723, 4_005_006));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("0s"), Duration::ZERO);
+        for bad in [
+            "",
+            "5",
+            "s",
+            ".s",
+            "5x",
+            "1.2.3s",
+            "-",
+            "9999999999h",
+            "1s2",
+        ] {
+            assert!(parse_go_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            parse_go_duration("-1s").unwrap_err(),
+            "duration interval must be greater than 0"
+        );
+    }
+
+    #[test]
+    fn events_flags_and_defaults() {
+        match parse(&["berth", "events", "c1"]).command {
+            Some(Command::Events(e)) => {
+                assert_eq!(e.interval, Duration::from_secs(5));
+                assert!(!e.stats);
+                assert_eq!(e.container_id, "c1");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(&["berth", "events", "--stats", "--interval", "200ms", "c1"]).command {
+            Some(Command::Events(e)) => {
+                assert_eq!(e.interval, Duration::from_millis(200));
+                assert!(e.stats);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(GlobalOpts::try_parse_from(["berth", "events", "--interval", "5", "c1"]).is_err());
     }
 
     #[test]

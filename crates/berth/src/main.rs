@@ -1,5 +1,7 @@
 //! `berth`: a runc-compatible OCI runtime. Parses the command line and calls libberth.
 
+mod checkpoint;
+mod events;
 mod exec;
 mod log;
 mod ps;
@@ -35,12 +37,32 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    let rootless = match libberth::rootless::detect(opts.rootless.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            logger.error(&e);
+            return ExitCode::from(1);
+        }
+    };
+    let root = match opts
+        .root
+        .clone()
+        .map(Ok)
+        .unwrap_or_else(libberth::rootless::default_root)
+    {
+        Ok(r) => r,
+        Err(e) => {
+            logger.error(&e);
+            return ExitCode::from(1);
+        }
+    };
     let rt = Runtime {
-        root: opts.root.clone(),
+        root,
         systemd_cgroup: opts.systemd_cgroup,
+        rootless,
     };
     logger.debug(&format!("{cmd:?}"));
-    match dispatch(&rt, cmd, &logger) {
+    match dispatch(&rt, cmd, opts.criu.as_deref(), &logger) {
         Ok(code) => code,
         Err((id, e)) => {
             let msg = match id {
@@ -66,7 +88,12 @@ fn with_id<T>(id: &str, r: libberth::Result<T>) -> Result<T, (Option<String>, li
     r.map_err(|e| (Some(id.to_string()), e))
 }
 
-fn dispatch(rt: &Runtime, cmd: Command, logger: &log::Logger) -> CmdResult {
+fn dispatch(
+    rt: &Runtime,
+    cmd: Command,
+    criu: Option<&std::path::Path>,
+    logger: &log::Logger,
+) -> CmdResult {
     match cmd {
         Command::Create(c) => {
             let o = create_options(&c.container_id, &c.opts);
@@ -128,6 +155,8 @@ fn dispatch(rt: &Runtime, cmd: Command, logger: &log::Logger) -> CmdResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Exec(e) => exec::exec(rt, &e, logger),
+        Command::Checkpoint(c) => checkpoint::checkpoint(rt, &c, criu),
+        Command::Restore(r) => checkpoint::restore(rt, &r, criu, logger),
         Command::Update(u) => {
             let r = update::resources(&u).map_err(|e| (Some(u.container_id.clone()), e))?;
             with_id(&u.container_id, rt.update(&u.container_id, &r))?;
@@ -147,6 +176,7 @@ fn dispatch(rt: &Runtime, cmd: Command, logger: &log::Logger) -> CmdResult {
                 .map_err(|e| (Some(p.container_id.clone()), e))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Events(ev) => events::events(rt, &ev, logger),
         Command::Features(_) => {
             let v = libberth::features::features();
             println!("{}", serde_json::to_string_pretty(&v).expect("json"));

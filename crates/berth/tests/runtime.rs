@@ -12,10 +12,14 @@ mod common;
 
 #[path = "runtime/cgroup_v2.rs"]
 mod cgroup_v2;
+#[path = "runtime/checkpoint.rs"]
+mod checkpoint;
 #[path = "runtime/cves.rs"]
 mod cves;
 #[path = "runtime/errors.rs"]
 mod errors;
+#[path = "runtime/events.rs"]
+mod events;
 #[path = "runtime/exec.rs"]
 mod exec;
 #[path = "runtime/idmap.rs"]
@@ -24,6 +28,8 @@ mod idmap;
 mod lifecycle;
 #[path = "runtime/procattr.rs"]
 mod procattr;
+#[path = "runtime/rootless.rs"]
+mod rootless;
 #[path = "runtime/seccomp_notify.rs"]
 mod seccomp_notify;
 #[path = "runtime/spec.rs"]

@@ -29,6 +29,10 @@ use crate::state::{self, Op, Saved, StateDir, Status};
 pub struct Runtime {
     pub root: PathBuf,
     pub systemd_cgroup: bool,
+    /// Rootless mode: berth has no privilege on the host beyond the caller's. User
+    /// namespace maps are written the unprivileged way (or by newuidmap/newgidmap), and
+    /// cgroups are used only where the caller may write (a delegated tree).
+    pub rootless: bool,
 }
 
 /// What happens to the pty master of a terminal container.
@@ -98,8 +102,20 @@ impl Runtime {
             container_id: &o.id,
             systemd: self.systemd_cgroup,
         })?;
-        let resources = cgroup_resources(linux);
-        cgroup.validate(&resources)?;
+        let mut resources = cgroup_resources(linux);
+        if self.rootless {
+            // Device rules need privilege to enforce; an unprivileged user can make no
+            // device node to begin with.
+            resources.set_devices(None);
+        }
+        let cgroup = match self.rootless {
+            false => Some(cgroup),
+            true => crate::rootless::usable_cgroup(cgroup, linux)
+                .map_err(|r| cfg_err(&bundle, "linux.resources", r))?,
+        };
+        if let Some(cg) = &cgroup {
+            cg.validate(&resources)?;
+        }
         let ns_files = namespace::open_joined(&ns)?;
 
         let dir = StateDir::create(&self.root, &o.id)?;
@@ -118,7 +134,7 @@ impl Runtime {
             created: state::now_rfc3339(),
             owner: owner_name(),
             annotations: sp.annotations().clone().unwrap_or_default(),
-            cgroup: Some(cgroup.clone()),
+            cgroup: cgroup.clone(),
             own_pid_ns: ns.creates(LinuxNamespaceType::Pid),
             hooks: sp.hooks().clone(),
             status: Status::Creating,
@@ -137,10 +153,12 @@ impl Runtime {
         )
         .ctx(|| format!("chown {}", fifo.display()))?;
 
-        cgroup.create()?;
-        guard.cgroup = Some(cgroup.clone());
-        cgroup.apply_resources(&resources)?;
-        let hierarchies = cgroup_view(&cgroup);
+        if let Some(cg) = &cgroup {
+            cg.create()?;
+            guard.cgroup = Some(cg.clone());
+            cg.apply_resources(&resources)?;
+        }
+        let hierarchies = cgroup.as_ref().map(cgroup_view).unwrap_or_default();
         let idmapped = crate::rootfs::idmap::prepare_all(sp)?;
 
         let cfg = InitConfig {
@@ -156,23 +174,26 @@ impl Runtime {
             preserve_fds: o.preserve_fds,
             seccomp,
             cgroups: hierarchies,
-            cgroup: &cgroup,
+            cgroup: cgroup.as_ref(),
             caps,
             idmapped,
         };
         let (parent, child) = Channel::pair()?;
         // The intermediate is born in the cgroup2 directory where the kernel allows it, and
         // moves itself into the v1 hierarchies: no costly migration by pid.
-        let cgroup_dir = cgroup.unified_path().and_then(|p| {
-            nix::fcntl::open(
-                &p,
-                nix::fcntl::OFlag::O_RDONLY
-                    | nix::fcntl::OFlag::O_DIRECTORY
-                    | nix::fcntl::OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .ok()
-        });
+        let cgroup_dir = cgroup
+            .as_ref()
+            .and_then(|c| c.unified_path())
+            .and_then(|p| {
+                nix::fcntl::open(
+                    &p,
+                    nix::fcntl::OFlag::O_RDONLY
+                        | nix::fcntl::OFlag::O_DIRECTORY
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .ok()
+            });
         // SAFETY: berth is single-threaded here, so the child may run arbitrary code.
         let spawned = unsafe { crate::clone::fork_into(cgroup_dir.as_ref().map(|f| f.as_fd())) }?;
         drop(cgroup_dir);
@@ -185,6 +206,10 @@ impl Runtime {
         };
         drop(child);
         let res = self.drive(&parent, stage1, &cfg, &bundle, o, &mut guard, &mut saved);
+        if res.is_err() {
+            // It may be waiting for us (for its id maps): it must not outlive the failure.
+            let _ = kill(stage1, Signal::SIGKILL);
+        }
         // Reap the intermediate whatever happened.
         let _ = waitpid(stage1, None);
         let console_master = res?;
@@ -228,11 +253,15 @@ impl Runtime {
             };
             match msg {
                 Msg::MapIds => {
-                    namespace::write_id_maps(
-                        stage1,
+                    let (uids, gids) = (
                         linux.uid_mappings().as_deref().unwrap_or(&[]),
                         linux.gid_mappings().as_deref().unwrap_or(&[]),
-                    )?;
+                    );
+                    if self.rootless {
+                        crate::rootless::write_id_maps(stage1, uids, gids)?;
+                    } else {
+                        namespace::write_id_maps(stage1, uids, gids)?;
+                    }
                     chan.send(&Msg::IdsMapped)?;
                 }
                 Msg::InitPid(pid) => {
@@ -467,7 +496,9 @@ impl Runtime {
 
 /// The spec's resources plus, as runc adds them, allow rules for the default devices and for
 /// every linux.devices entry, after the spec's own device rules.
-fn cgroup_resources(linux: &oci_spec::runtime::Linux) -> oci_spec::runtime::LinuxResources {
+pub(crate) fn cgroup_resources(
+    linux: &oci_spec::runtime::Linux,
+) -> oci_spec::runtime::LinuxResources {
     let mut r = linux.resources().clone().unwrap_or_default();
     let mut rules = r.devices().clone().unwrap_or_default();
     rules.extend(berth_cgroups::default_allowed_devices());
@@ -506,7 +537,7 @@ fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
     dir.remove()
 }
 
-fn kill_cgroup(cg: &berth_cgroups::Manager) {
+pub(crate) fn kill_cgroup(cg: &berth_cgroups::Manager) {
     for _ in 0..50 {
         let pids = cg.pids().unwrap_or_default();
         if pids.is_empty() {
@@ -627,11 +658,16 @@ fn signal_cgroup(saved: &Saved, sig: i32) -> Result<()> {
     Ok(())
 }
 
-fn wait_gone(pid: i32, start: u64, limit: Duration) {
+/// Waits at most `limit` for the process to be gone; true if it is.
+pub(crate) fn wait_gone(pid: i32, start: u64, limit: Duration) -> bool {
     let t = Instant::now();
-    while state::pid_alive(pid, start) && t.elapsed() < limit {
+    while state::pid_alive(pid, start) {
+        if t.elapsed() >= limit {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
+    true
 }
 
 fn host_id_of_root(maps: Option<&[oci_spec::runtime::LinuxIdMapping]>) -> u32 {
@@ -644,7 +680,7 @@ fn host_id_of_root(maps: Option<&[oci_spec::runtime::LinuxIdMapping]>) -> u32 {
 
 /// The caller's user name from /etc/passwd (no NSS: the release binary is static), else the
 /// uid as a number.
-fn owner_name() -> String {
+pub(crate) fn owner_name() -> String {
     let uid = nix::unistd::getuid().as_raw();
     fs::read_to_string("/etc/passwd")
         .ok()

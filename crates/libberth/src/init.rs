@@ -27,6 +27,7 @@ use crate::process::{
     Never,
 };
 use crate::rootfs::{self, CgroupHierarchy, RootfsContext};
+use crate::state::Status;
 
 /// Everything the forked processes need; built by `create` before the first fork.
 pub struct InitConfig<'a> {
@@ -42,8 +43,9 @@ pub struct InitConfig<'a> {
     pub preserve_fds: u32,
     pub seccomp: Option<berth_seccomp::Filter>,
     pub cgroups: Vec<CgroupHierarchy>,
-    /// The container's cgroup, which the intermediate enters itself.
-    pub cgroup: &'a berth_cgroups::Manager,
+    /// The container's cgroup, which the intermediate enters itself (none in rootless
+    /// mode without a delegated cgroup).
+    pub cgroup: Option<&'a berth_cgroups::Manager>,
     pub caps: CapSets,
     /// Idmapped trees made by `create`, attached by the init.
     pub idmapped: Vec<rootfs::idmap::Prepared>,
@@ -76,15 +78,21 @@ fn run_intermediate(chan: &Channel, cfg: &InitConfig<'_>, in_cgroup: bool) -> Re
     set_dumpable(false)?;
     // Into the container's cgroup before the init is forked (it inherits the cgroup) and
     // before the cgroup namespace is made (its root is the cgroup we are in).
-    cfg.cgroup.enter_self(in_cgroup)?;
+    if let Some(cg) = cfg.cgroup {
+        cg.enter_self(in_cgroup)?;
+    }
     // Join by path first (user first), then make the new ones.
     for f in &cfg.ns_files {
         namespace::join(f)?;
     }
     if cfg.ns.creates(LinuxNamespaceType::User) {
+        // An unprivileged parent may write our id maps only while /proc/<pid> is ours,
+        // that is while we are dumpable; nothing of the container runs yet.
+        set_dumpable(true)?;
         unshare(nix::sched::CloneFlags::CLONE_NEWUSER).ctx(|| "unshare user namespace".into())?;
         chan.send(&Msg::MapIds)?;
         chan.expect(Msg::IdsMapped)?;
+        set_dumpable(false)?;
     }
     if cfg.ns.has(LinuxNamespaceType::User) {
         setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
@@ -173,8 +181,10 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
         Some((other, _)) => return Err(Error::Init(format!("expected Resume, got {other:?}"))),
         None => return Err(Error::Init("create went away while hooks ran".into())),
     };
-    let state = container_state_json(cfg, host_pid);
+    let state = container_state_json(cfg, host_pid, Status::Creating);
     hooks::run_all(hooks::Kind::CreateContainer, spec.hooks().as_ref(), &state)?;
+    // startContainer hooks run once create has returned: the container is `created`.
+    let start_state = container_state_json(cfg, host_pid, Status::Created);
 
     rootfs::switch_root(cfg.rootfs, cfg.no_pivot)?;
 
@@ -261,7 +271,11 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
     wait_for_start(&fifo)?;
     // The fifo stays open (close-on-exec) until exec: `start` sees the read side close and
     // only then runs the poststart hooks.
-    hooks::run_all(hooks::Kind::StartContainer, spec.hooks().as_ref(), &state)?;
+    hooks::run_all(
+        hooks::Kind::StartContainer,
+        spec.hooks().as_ref(),
+        &start_state,
+    )?;
     if let Some(f) = late_filter {
         f.load()?;
     }
@@ -271,12 +285,12 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
     exec(&exe, args, &env)
 }
 
-fn container_state_json(cfg: &InitConfig<'_>, pid: i32) -> Vec<u8> {
+fn container_state_json(cfg: &InitConfig<'_>, pid: i32, status: Status) -> Vec<u8> {
     let annotations = cfg.spec.annotations().clone().unwrap_or_default();
     serde_json::to_vec(&serde_json::json!({
         "ociVersion": cfg.spec.version(),
         "id": cfg.id,
-        "status": "creating",
+        "status": status,
         "pid": pid,
         "bundle": cfg.bundle,
         "annotations": annotations,

@@ -5,11 +5,13 @@
 
 pub mod caps;
 pub mod channel;
+pub mod checkpoint;
 pub mod clone;
 pub mod console;
 pub mod container;
 pub mod default_spec;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod features;
 pub mod hooks;
@@ -21,6 +23,7 @@ pub mod procattr;
 pub mod process;
 pub mod rlimit;
 pub mod rootfs;
+pub mod rootless;
 pub mod signal;
 pub mod spec;
 pub mod state;

@@ -145,6 +145,25 @@ pub fn join(f: &NsFile) -> Result<()> {
         .ctx(|| format!("join {} namespace {}", type_name(f.typ), f.path.display()))
 }
 
+/// Writes the uid and gid maps of the user namespace of `pid`.
+pub fn write_id_maps(
+    pid: nix::unistd::Pid,
+    uids: &[oci_spec::runtime::LinuxIdMapping],
+    gids: &[oci_spec::runtime::LinuxIdMapping],
+) -> Result<()> {
+    let fmt = |m: &[oci_spec::runtime::LinuxIdMapping]| {
+        m.iter()
+            .map(|e| format!("{} {} {}\n", e.container_id(), e.host_id(), e.size()))
+            .collect::<String>()
+    };
+    for (file, text) in [("uid_map", fmt(uids)), ("gid_map", fmt(gids))] {
+        let p = format!("/proc/{pid}/{file}");
+        std::fs::write(&p, &text)
+            .ctx(|| format!("write {p} ({})", text.trim().replace('\n', "; ")))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,23 +208,4 @@ mod tests {
         assert_eq!(ORDER[0], LinuxNamespaceType::User);
         assert_eq!(ORDER[ORDER.len() - 1], LinuxNamespaceType::Mount);
     }
-}
-
-/// Writes the uid and gid maps of the user namespace of `pid`.
-pub fn write_id_maps(
-    pid: nix::unistd::Pid,
-    uids: &[oci_spec::runtime::LinuxIdMapping],
-    gids: &[oci_spec::runtime::LinuxIdMapping],
-) -> Result<()> {
-    let fmt = |m: &[oci_spec::runtime::LinuxIdMapping]| {
-        m.iter()
-            .map(|e| format!("{} {} {}\n", e.container_id(), e.host_id(), e.size()))
-            .collect::<String>()
-    };
-    for (file, text) in [("uid_map", fmt(uids)), ("gid_map", fmt(gids))] {
-        let p = format!("/proc/{pid}/{file}");
-        std::fs::write(&p, &text)
-            .ctx(|| format!("write {p} ({})", text.trim().replace('\n', "; ")))?;
-    }
-    Ok(())
 }
