@@ -270,6 +270,11 @@ impl Runtime {
                     saved.pid_start = state::proc_stat(pid).map(|s| s.start_time).unwrap_or(0);
                 }
                 Msg::RunHooks => {
+                    // Devices first: prestart and createRuntime hooks may configure them.
+                    if let Some(d) = linux.net_devices().as_ref().filter(|d| !d.is_empty()) {
+                        let netns = crate::netdev::open_netns(saved.pid)?;
+                        crate::netdev::move_devices(d, netns.as_fd())?;
+                    }
                     let st = self.hook_state(saved, Status::Creating);
                     hooks::run_all(hooks::Kind::Prestart, bundle.spec.hooks().as_ref(), &st)?;
                     hooks::run_all(
@@ -467,6 +472,7 @@ impl Runtime {
 
     /// All containers under the root, with their status.
     pub fn list(&self) -> Result<Vec<(Saved, Status)>> {
+        state::check_root(&self.root)?;
         let rd = match fs::read_dir(&self.root) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

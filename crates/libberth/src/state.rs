@@ -186,6 +186,7 @@ impl StateDir {
             .mode(0o711)
             .create(root)
             .ctx(|| format!("create state root {}", root.display()))?;
+        check_root(root)?;
         let dir = root.join(id);
         match fs::DirBuilder::new().mode(0o711).create(&dir) {
             Ok(()) => {}
@@ -205,6 +206,7 @@ impl StateDir {
     /// Opens and locks an existing container's directory; waits for a concurrent command.
     pub fn open(root: &Path, id: &str) -> Result<StateDir> {
         validate_id(id)?;
+        check_root(root)?;
         let dir = root.join(id);
         loop {
             let lock = match File::open(&dir) {
@@ -289,6 +291,37 @@ fn flock_exclusive(f: &File, dir: &Path) -> Result<()> {
     }
 }
 
+/// The state root must be berth's own: whoever can write it decides the hooks `delete`
+/// runs, the cgroups it removes and the bundle `exec` reads. A missing root is left to
+/// the caller (nothing to trust or distrust yet).
+pub fn check_root(root: &Path) -> Result<()> {
+    let meta = match fs::metadata(root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("stat state root {}", root.display()), e)),
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let bad = |why: String| {
+        Err(Error::Unsupported(format!(
+            "state root {}: {why}; berth trusts only a root it owns and no one else can write",
+            root.display()
+        )))
+    };
+    if !meta.is_dir() {
+        return bad("not a directory".into());
+    }
+    if meta.uid() != me {
+        return bad(format!("owned by uid {}, not by uid {me}", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return bad(format!(
+            "writable by group or others (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
 /// Writes a file by temp-and-rename so that a reader never sees half of it.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -297,17 +330,27 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
-    let res = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        fs::rename(&tmp, path)
-    })();
+    // A fresh name, made exclusively and never through a link: the directory may be one
+    // others can write (a --pid-file in /tmp), where a planted link would have root
+    // overwrite its target.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = parent.join(format!(".{name}.{}.{nanos:09}.tmp", std::process::id()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| {
+            Error::io(
+                format!("write {} (via {})", path.display(), tmp.display()),
+                e,
+            )
+        })?;
+    let res = f.write_all(data).and_then(|()| fs::rename(&tmp, path));
     if let Err(e) = res {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(format!("write {}", path.display()), e));
@@ -355,7 +398,8 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
 
 /// Parses state (field 3) and starttime (field 22); the comm field may hold spaces and ')'.
 pub fn parse_proc_stat(s: &str) -> Option<ProcStat> {
-    let rest = &s[s.rfind(')')? + 2..];
+    // `)` is one byte, so the index after it is a char boundary even at the end of `s`.
+    let rest = &s[s.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.chars().next()?;
     // rest starts at field 3; starttime is field 22 → index 19 after state.
@@ -444,6 +488,22 @@ mod tests {
         let st = parse_proc_stat(line).unwrap();
         assert_eq!(st.state, 'S');
         assert_eq!(st.start_time, 123456);
+    }
+
+    #[test]
+    fn write_atomic_replaces_the_file_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pid");
+        std::fs::write(&p, "old").unwrap();
+        write_atomic(&p, b"42", 0o644).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "42");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stat_cut_short_after_comm_is_none() {
+        assert_eq!(parse_proc_stat("42 (a)"), None);
+        assert_eq!(parse_proc_stat("42 (a)\u{e9}"), None);
     }
 
     #[test]

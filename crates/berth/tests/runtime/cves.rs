@@ -316,3 +316,44 @@ fn a_file_bound_onto_proc_uptime_is_allowed() {
 
     assert_eq!(out.stdout.trim(), "4242.00 17.00", "stderr: {}", out.stderr);
 }
+
+/// The class of CVE-2025-31133: with a /dev that is not a fresh tmpfs, an image that ships
+/// /dev/null as a link (here to a file it controls; in the attack, to a /proc/sys file)
+/// must not become what masked paths are bound from.
+#[test]
+fn a_planted_dev_null_is_refused_not_used_for_masking() {
+    let root = own_rootfs(&["proc", "dev"]);
+    fs::write(root.path().join("tmp/sink"), "").unwrap();
+    std::os::unix::fs::symlink("/tmp/sink", root.path().join("dev/null")).unwrap();
+    let b = Bundle::new().args(&["true"]).edit(|c| {
+        c["root"]["path"] = serde_json::json!(root.path());
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["destination"] != "/dev");
+    });
+
+    refused(&b, &["/dev/null", "not the device"]);
+}
+
+/// The same with /dev bound from a directory the image controls (no devices are made
+/// then): masking checks the node it binds.
+#[test]
+fn a_planted_dev_null_in_a_bound_dev_is_refused() {
+    let dev = tempfile::tempdir().unwrap();
+    fs::write(dev.path().join("sink"), "").unwrap();
+    std::os::unix::fs::symlink("/dev/sink", dev.path().join("null")).unwrap();
+    let b = Bundle::new().args(&["true"]).edit(|c| {
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["destination"] != "/dev");
+        add_mount(
+            c,
+            serde_json::json!({"destination": "/dev", "type": "bind", "source": dev.path(),
+                "options": ["rbind"]}),
+        );
+    });
+
+    refused(&b, &["/dev/null", "not the device 1:3"]);
+}

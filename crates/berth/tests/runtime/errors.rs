@@ -360,3 +360,26 @@ fn systemd_cgroup_without_systemd_is_a_clear_error() {
     assert!(err.contains(&id) && err.contains("systemd"), "{err}");
     assert_no_leftovers(&berth, &id, b.path());
 }
+
+/// A state root others can write is not trusted: it decides the hooks delete runs and the
+/// bundle exec reads.
+#[test]
+fn a_state_root_writable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let berth = Berth::new();
+    fs::create_dir_all(berth.root()).unwrap();
+    fs::set_permissions(berth.root(), fs::Permissions::from_mode(0o777)).unwrap();
+    let b = Bundle::new();
+    let id = unique_id("badroot");
+
+    berth
+        .create(&id, b.path(), &[])
+        .assert_error("create under a world-writable root")
+        .assert_stderr_has("create", &["state root", "writable by group or others"]);
+    berth
+        .cmd(&["list"])
+        .assert_error("list of a world-writable root")
+        .assert_stderr_has("list", &["writable by group or others"]);
+    fs::set_permissions(berth.root(), fs::Permissions::from_mode(0o711)).unwrap();
+    assert!(!berth.root().join(&id).exists());
+}

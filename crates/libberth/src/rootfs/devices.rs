@@ -134,7 +134,7 @@ fn create(root: BorrowedFd<'_>, d: &Dev, userns: bool) -> Result<()> {
                 .ctx(|| format!("chown device {}", d.path.display()))?;
                 return Ok(());
             }
-            Err(Errno::EEXIST) => return Ok(()),
+            Err(Errno::EEXIST) => return check_existing(dir.as_fd(), name, d),
             Err(Errno::EPERM) => {}
             Err(e) => return Err(Error::sys(format!("mknod {}", d.path.display()), e)),
         }
@@ -193,4 +193,23 @@ mod tests {
             .any(|x| x.path == Path::new("/dev/null") && x.major == 1 && x.minor == 3));
         assert!(d.iter().all(|x| x.mode == 0o666));
     }
+}
+
+/// A node the rootfs already has where a device goes (a /dev that is not a fresh tmpfs):
+/// kept only if it is that very device, never a link or a file planted by the image, which
+/// the runtime would otherwise use as the device (masking binds /dev/null).
+fn check_existing(dir: BorrowedFd<'_>, name: &std::ffi::OsStr, d: &Dev) -> Result<()> {
+    let st = nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .ctx(|| format!("stat existing {}", d.path.display()))?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    if kind != d.kind || st.st_rdev != makedev(d.major, d.minor) {
+        return Err(Error::Unsupported(format!(
+            "the rootfs already has {} and it is not the device {}:{} (a link, a file or \
+             another device planted by the image)",
+            d.path.display(),
+            d.major,
+            d.minor
+        )));
+    }
+    Ok(())
 }

@@ -602,6 +602,22 @@ pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
     chdir("/").ctx(|| "chdir / in the new root".into())
 }
 
+/// The container's /dev/null, after the root switch, opened once and checked to be the null
+/// device (1:3): masking binds it by fd, so an image that ships /dev/null as a link to
+/// something else (a /proc/sys file, say) is refused instead of bound everywhere.
+fn open_null() -> Result<OwnedFd> {
+    let fd = open("/dev/null", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .ctx(|| "open /dev/null in the container".into())?;
+    let st = fstat(&fd).ctx(|| "stat /dev/null in the container".into())?;
+    let is_chr = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR;
+    if !is_chr || st.st_rdev != nix::sys::stat::makedev(1, 3) {
+        return Err(Error::Unsupported(
+            "/dev/null in the container is not the device 1:3, so it cannot mask paths".into(),
+        ));
+    }
+    Ok(fd)
+}
+
 /// After the root switch: sysctls, then masked and read-only paths, then the root's own mode.
 pub fn finish(spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref().expect("validated");
@@ -620,8 +636,12 @@ pub fn finish(spec: &Spec) -> Result<()> {
         Mode::empty(),
     )
     .ctx(|| "open /".into())?;
-    for p in linux.masked_paths().as_deref().unwrap_or(&[]) {
-        mask_path(root.as_fd(), Path::new(p))?;
+    let masked = linux.masked_paths().as_deref().unwrap_or(&[]);
+    if !masked.is_empty() {
+        let null = open_null()?;
+        for p in masked {
+            mask_path(root.as_fd(), Path::new(p), null.as_fd())?;
+        }
     }
     for p in linux.readonly_paths().as_deref().unwrap_or(&[]) {
         readonly_path(root.as_fd(), Path::new(p))?;
@@ -657,8 +677,9 @@ pub fn finish(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// Hides a path: /dev/null over a file, an empty read-only tmpfs over a directory.
-pub fn mask_path(root: BorrowedFd<'_>, p: &Path) -> Result<()> {
+/// Hides a path: `null` (an fd of the null device) over a file, an empty read-only tmpfs
+/// over a directory.
+pub fn mask_path(root: BorrowedFd<'_>, p: &Path, null: BorrowedFd<'_>) -> Result<()> {
     let fd = match resolve::open_in_root(root, p, OFlag::O_PATH) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Ok(()),
@@ -677,7 +698,7 @@ pub fn mask_path(root: BorrowedFd<'_>, p: &Path) -> Result<()> {
         .ctx(|| format!("mask {} with a read-only tmpfs", p.display()))
     } else {
         mount(
-            Some("/dev/null"),
+            Some(&resolve::fd_path(null)),
             &target,
             None::<&str>,
             MsFlags::MS_BIND,
