@@ -29,7 +29,10 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     };
     // Commands whose processes enter a container run from a sealed copy of berth.
-    if matches!(cmd, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
+    if matches!(
+        cmd,
+        Command::Create(_) | Command::Run(_) | Command::Exec(_) | Command::Restore(_)
+    ) {
         if let Err(e) = sealed::ensure() {
             logger.error(&format!(
                 "cannot protect the berth binary (CVE-2019-5736): {e}"

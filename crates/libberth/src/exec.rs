@@ -597,6 +597,8 @@ fn run_exec_child(chan: &Channel, cfg: &ExecConfig<'_>, ready: &mut bool) -> Res
         crate::notify::load_filter(chan, f)?;
     }
     process::switch_user(p.user())?;
+    // A uid change resets dumpable to fs.suid_dumpable (CVE-2016-9962).
+    process::set_dumpable(false)?;
     cfg.caps.apply_process()?;
     process::enter_cwd(p.cwd())?;
     if let Some(mask) = p.user().umask() {

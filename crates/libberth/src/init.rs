@@ -247,6 +247,9 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
         }
     }
     switch_user(process.user())?;
+    // A uid change resets dumpable to fs.suid_dumpable: keep the container's processes from
+    // tracing us before exec (CVE-2016-9962).
+    set_dumpable(false)?;
     cfg.caps.apply_process()?;
     enter_cwd(process.cwd())?;
     if let Some(mask) = process.user().umask() {
@@ -270,15 +273,16 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
 
     wait_for_start(&fifo)?;
     // The fifo stays open (close-on-exec) until exec: `start` sees the read side close and
-    // only then runs the poststart hooks.
+    // only then runs the poststart hooks. startContainer hooks are the container's own
+    // binaries: they run under the filter too.
+    if let Some(f) = late_filter {
+        f.load()?;
+    }
     hooks::run_all(
         hooks::Kind::StartContainer,
         spec.hooks().as_ref(),
         &start_state,
     )?;
-    if let Some(f) = late_filter {
-        f.load()?;
-    }
     close_fds_on_exec(3 + cfg.preserve_fds)?;
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .ctx(|| "reset signal mask".into())?;
