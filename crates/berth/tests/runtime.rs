@@ -26,6 +26,8 @@ mod exec;
 mod idmap;
 #[path = "runtime/lifecycle.rs"]
 mod lifecycle;
+#[path = "runtime/netdev.rs"]
+mod netdev;
 #[path = "runtime/procattr.rs"]
 mod procattr;
 #[path = "runtime/rootless.rs"]

@@ -66,6 +66,7 @@ pub fn features() -> Value {
                     "MPOL_F_STATIC_NODES"],
             },
             "intelRdt": {"enabled": false},
+            "netDevices": {"enabled": true},
             "mountExtensions": {"idmap": {"enabled": true}},
         },
         "annotations": {

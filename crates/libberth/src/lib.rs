@@ -18,6 +18,7 @@ pub mod hooks;
 pub mod init;
 pub mod lsm;
 pub mod namespace;
+pub mod netdev;
 pub mod notify;
 pub mod procattr;
 pub mod process;

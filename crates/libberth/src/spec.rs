@@ -116,6 +116,7 @@ impl Validator<'_> {
         let ns = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or(&[]))
             .map_err(|r| self.err("linux.namespaces", r))?;
         self.namespaces(&ns)?;
+        crate::netdev::check(linux, &ns).map_err(|(f, r)| self.err(f, r))?;
         self.mounts()?;
         self.sysctls(&ns)?;
         self.paths("linux.maskedPaths", linux.masked_paths().as_deref())?;
@@ -462,14 +463,21 @@ impl Validator<'_> {
     /// Spec fields this build does not implement yet: refused, never silently ignored.
     fn unsupported(&self) -> Result<()> {
         let linux = self.spec.linux().as_ref().expect("checked");
-        let refuse = |field: &str| {
-            Err(self.err(field.to_string(), "not supported by this version of berth"))
-        };
         if linux.intel_rdt().is_some() {
-            return refuse("linux.intelRdt");
-        }
-        if linux.net_devices().as_ref().is_some_and(|m| !m.is_empty()) {
-            return refuse("linux.netDevices");
+            let mounted = fs::read_to_string("/proc/self/mountinfo")
+                .map(|m| m.lines().any(|l| l.contains(" - resctrl ")))
+                .unwrap_or(false);
+            if !mounted {
+                return Err(self.err(
+                    "linux.intelRdt",
+                    "this host has no resctrl filesystem mounted at /sys/fs/resctrl: the CPU \
+                     lacks Intel RDT (or AMD QoS), or the kernel lacks CONFIG_X86_CPU_RESCTRL",
+                ));
+            }
+            return Err(self.err(
+                "linux.intelRdt",
+                "resctrl is mounted, but this version of berth does not manage RDT groups yet",
+            ));
         }
         Ok(())
     }

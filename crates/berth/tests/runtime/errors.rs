@@ -122,7 +122,7 @@ fn apparmor_profile_without_apparmor_is_refused() {
 fn unsupported_spec_field_is_refused_not_ignored() {
     let b = Bundle::new().edit(|v| v["linux"]["intelRdt"] = json!({"closID": "berth-test"}));
 
-    assert_create_refused(b.path(), &unique_id("rdt"), &["linux.intelRdt"]);
+    assert_create_refused(b.path(), &unique_id("rdt"), &["linux.intelRdt", "resctrl"]);
 }
 
 #[test]

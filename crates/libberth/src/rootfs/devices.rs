@@ -180,21 +180,6 @@ pub fn symlinks(root: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_set() {
-        let d = defaults();
-        assert_eq!(d.len(), 6);
-        assert!(d
-            .iter()
-            .any(|x| x.path == Path::new("/dev/null") && x.major == 1 && x.minor == 3));
-        assert!(d.iter().all(|x| x.mode == 0o666));
-    }
-}
-
 /// A node the rootfs already has where a device goes (a /dev that is not a fresh tmpfs):
 /// kept only if it is that very device, never a link or a file planted by the image, which
 /// the runtime would otherwise use as the device (masking binds /dev/null).
@@ -212,4 +197,19 @@ fn check_existing(dir: BorrowedFd<'_>, name: &std::ffi::OsStr, d: &Dev) -> Resul
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_set() {
+        let d = defaults();
+        assert_eq!(d.len(), 6);
+        assert!(d
+            .iter()
+            .any(|x| x.path == Path::new("/dev/null") && x.major == 1 && x.minor == 3));
+        assert!(d.iter().all(|x| x.mode == 0o666));
+    }
 }
