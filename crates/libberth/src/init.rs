@@ -199,6 +199,9 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
 
     rootfs::finish(spec)?;
 
+    if cfg.ns.creates(LinuxNamespaceType::Network) {
+        loopback_up()?;
+    }
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(h).ctx(|| format!("set hostname {h:?}"))?;
     }
@@ -300,6 +303,31 @@ fn container_state_json(cfg: &InitConfig<'_>, pid: i32, status: Status) -> Vec<u
         "annotations": annotations,
     }))
     .expect("state serializes")
+}
+
+/// A new network namespace starts with `lo` down; bring it up, as runc does, so that
+/// 127.0.0.1 works in a container that has no other network.
+fn loopback_up() -> Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ctx(|| "open a socket to bring lo up".into())?;
+    // SAFETY: an all-zero ifreq is a valid value; the name is set below.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills the flags of the ifreq, valid for the call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    Errno::result(rc).ctx(|| "read the flags of lo".into())?;
+    // SAFETY: after SIOCGIFFLAGS the union holds the flags; we set IFF_UP in them.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the ifreq, valid for the call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+    Errno::result(rc).map(drop).ctx(|| "bring lo up".into())
 }
 
 fn set_domainname(d: &str) -> Result<()> {

@@ -1057,3 +1057,17 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
         }
     }
 }
+
+/// A new network namespace gets its loopback up, as runc does.
+#[test]
+fn loopback_is_up_in_a_new_network_namespace() {
+    let out = sh_output(Bundle::new(), "cat /sys/class/net/lo/flags");
+
+    let flags = u32::from_str_radix(out.trim().trim_start_matches("0x"), 16)
+        .unwrap_or_else(|_| panic!("not hex flags: {out:?}"));
+    assert_eq!(
+        flags & libc::IFF_UP as u32,
+        libc::IFF_UP as u32,
+        "lo is down: {out}"
+    );
+}
