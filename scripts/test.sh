@@ -13,3 +13,5 @@ cargo test --workspace --exclude berth 2>&1
 cargo test -p berth --bins 2>&1
 cargo test -p berth --test runtime -- --test-threads=2 2>&1
 cargo test -p berth --test clients -- --test-threads=1 2>&1
+# The parsers of untrusted input under libFuzzer, briefly (docs/fuzzing.md).
+bash scripts/fuzz.sh "${BERTH_FUZZ_SECONDS:-20}" 2>&1

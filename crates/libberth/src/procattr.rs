@@ -40,11 +40,16 @@ pub fn apply_all(
     Ok(())
 }
 
+/// The highest number a list may name: far above any kernel's CPU count or MAX_NUMNODES (the
+/// callers check their own, lower limits), and low enough that a range such as
+/// `0-99999999999` in a config cannot make the list exhaust memory.
+const LIST_MAX: usize = u16::MAX as usize;
+
 /// A list such as `0-3,7`: CPUs or memory nodes, ascending and without repeats.
 pub fn parse_list(list: &str) -> std::result::Result<Vec<usize>, String> {
-    let mut out = Vec::new();
+    let mut ranges = Vec::new();
     if list.trim().is_empty() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
     for item in list.split(',') {
         let item = item.trim();
@@ -65,10 +70,21 @@ pub fn parse_list(list: &str) -> std::result::Result<Vec<usize>, String> {
                 "{list:?}: the range {item:?} ends before it starts"
             ));
         }
-        out.extend(lo..=hi);
+        if hi > LIST_MAX {
+            return Err(format!(
+                "{list:?}: {hi} is above {LIST_MAX}, more CPUs or nodes than Linux supports"
+            ));
+        }
+        ranges.push((lo, hi));
     }
-    out.sort_unstable();
-    out.dedup();
+    // Each number is added once however the ranges overlap, so the list stays within
+    // LIST_MAX + 1 entries.
+    ranges.sort_unstable();
+    let mut out: Vec<usize> = Vec::new();
+    for (lo, hi) in ranges {
+        let from = out.last().map_or(lo, |&last| lo.max(last + 1));
+        out.extend(from..=hi);
+    }
     Ok(out)
 }
 
@@ -387,6 +403,13 @@ mod tests {
         for bad in ["a", "3-1", "1,,2", "-1", "1-"] {
             assert!(parse_list(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn lists_refuse_numbers_past_any_cpu_or_node_count() {
+        let err = parse_list("0-99999999999").unwrap_err();
+        assert!(err.contains("99999999999 is above 65535"), "{err}");
+        assert_eq!(parse_list("0-65535,0-65535").unwrap().len(), 65536);
     }
 
     fn sched(v: serde_json::Value) -> Scheduler {

@@ -234,6 +234,9 @@ pub fn parse(opts: &[String]) -> MountOptions {
             // Any atime mode replaces the others.
             if a & MOUNT_ATTR__ATIME != 0 || a == MOUNT_ATTR_RELATIME {
                 m.rec_clr |= MOUNT_ATTR__ATIME;
+                if !clear {
+                    m.rec_set = (m.rec_set & !MOUNT_ATTR__ATIME) | a;
+                }
             }
         } else if o == "tmpcopyup" {
             m.tmpcopyup = true;
@@ -312,6 +315,15 @@ mod tests {
         );
         assert_ne!(m.rec_clr & MOUNT_ATTR__ATIME, 0);
         assert!(m.data.is_empty());
+    }
+
+    #[test]
+    fn later_atime_mode_replaces_the_earlier_one() {
+        let m = p(&["rstrictatime", "rnoatime"]);
+        assert_eq!(m.rec_set & MOUNT_ATTR__ATIME, MOUNT_ATTR_NOATIME);
+        let m = p(&["rnoatime", "rrelatime"]);
+        assert_eq!(m.rec_set & MOUNT_ATTR__ATIME, MOUNT_ATTR_RELATIME);
+        assert_ne!(m.rec_clr & MOUNT_ATTR__ATIME, 0);
     }
 
     #[test]
