@@ -69,8 +69,10 @@ pub struct GlobalOpts {
     pub command: Option<Command>,
 }
 
-/// The subcommands, named as runc names them.
+/// The subcommands, named as runc names them. Each one's arguments are built only when it
+/// is the one invoked (`defer`): building all of them for every call cost memory and time.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Create a container: set it up and leave its process waiting for `start`.
     Create(Create),
