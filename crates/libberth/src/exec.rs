@@ -607,16 +607,7 @@ fn run_exec_child(chan: &Channel, cfg: &ExecConfig<'_>, ready: &mut bool) -> Res
     if let Some(pty) = &console {
         crate::console::become_controlling(pty)?;
     }
-    // A notify filter's fd goes to the listener through `exec`, which listens only until
-    // Ready; others load right before exec.
-    let (notify_filter, late_filter) = match &cfg.seccomp {
-        Some(f) if nnp && f.uses_notify() => (Some(f), None),
-        Some(f) if nnp => (None, Some(f)),
-        _ => (None, None),
-    };
-    if let Some(f) = notify_filter {
-        crate::notify::load_filter(chan, f)?;
-    }
+    let late_filter = crate::notify::load_before_ready(chan, cfg.seccomp.as_ref(), nnp)?;
     chan.send(&Msg::Ready)?;
     *ready = true;
     for f in &cfg.late_files {

@@ -261,16 +261,7 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
     if let Some(pty) = &console {
         crate::console::become_controlling(pty)?;
     }
-    // A notify filter's fd must reach the listener through `create`, which listens only
-    // until Ready: load it now. Others load as late as possible, right before exec.
-    let (notify_filter, late_filter) = match &cfg.seccomp {
-        Some(f) if nnp && f.uses_notify() => (Some(f), None),
-        Some(f) if nnp => (None, Some(f)),
-        _ => (None, None),
-    };
-    if let Some(f) = notify_filter {
-        notify::load_filter(chan, f)?;
-    }
+    let late_filter = notify::load_before_ready(chan, cfg.seccomp.as_ref(), nnp)?;
     chan.send(&Msg::Ready)?;
     *ready = true;
 
