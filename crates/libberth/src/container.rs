@@ -704,7 +704,7 @@ fn user_name_for(passwd: &str, uid: u32) -> Option<String> {
 }
 
 /// The hierarchies to show at a `cgroup` mount inside the container.
-fn cgroup_view(cg: &berth_cgroups::Manager) -> Vec<CgroupHierarchy> {
+pub(crate) fn cgroup_view(cg: &berth_cgroups::Manager) -> Vec<CgroupHierarchy> {
     use berth_cgroups::CgroupMode;
     let mut out = Vec::new();
     let mounts = fs::read_to_string("/proc/self/mountinfo")

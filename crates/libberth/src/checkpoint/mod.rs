@@ -869,30 +869,10 @@ fn is_cgroup(m: &Mount) -> bool {
 /// has no cgroup namespace: (name under the cgroup mount, host directory). The name is empty
 /// on a cgroup2-only host, where the container's directory is bound at the mount itself.
 fn cgroup_binds(cg: &berth_cgroups::Manager) -> Vec<(String, PathBuf)> {
-    use berth_cgroups::CgroupMode;
-    let mut out = Vec::new();
-    if cg.mode() == CgroupMode::Unified {
-        out.extend(cg.unified_path().map(|p| (String::new(), p)));
-        return out;
-    }
-    for m in &host_cgroup_mounts().v1 {
-        let Some(first) = m.controllers.first() else {
-            continue;
-        };
-        let Some(host) = cg.path_for(first) else {
-            continue;
-        };
-        let name = m
-            .mount_point
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| m.controllers.join(","));
-        out.push((name, host));
-    }
-    if cg.mode() == CgroupMode::Hybrid {
-        out.extend(cg.unified_path().map(|p| ("unified".to_string(), p)));
-    }
-    out
+    crate::container::cgroup_view(cg)
+        .into_iter()
+        .map(|h| (h.name, h.host_path))
+        .collect()
 }
 
 fn host_cgroup_mounts() -> berth_cgroups::mountinfo::CgroupMounts {
