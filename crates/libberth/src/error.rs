@@ -100,14 +100,7 @@ impl Error {
 
     /// The full chain, "outer: inner: cause", for one-line reports.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(self);
-        while let Some(e) = cur {
-            out.push_str(": ");
-            out.push_str(&e.to_string());
-            cur = e.source();
-        }
-        out
+        chain_of(self)
     }
 }
 
@@ -126,4 +119,16 @@ impl<T> Context<T> for nix::Result<T> {
     fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T> {
         self.map_err(|e| Error::sys(f(), e))
     }
+}
+
+/// The full chain of any error, "outer: inner: cause", for one-line reports.
+pub fn chain_of(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
 }

@@ -151,17 +151,22 @@ pub fn write_id_maps(
     uids: &[oci_spec::runtime::LinuxIdMapping],
     gids: &[oci_spec::runtime::LinuxIdMapping],
 ) -> Result<()> {
-    let fmt = |m: &[oci_spec::runtime::LinuxIdMapping]| {
-        m.iter()
-            .map(|e| format!("{} {} {}\n", e.container_id(), e.host_id(), e.size()))
-            .collect::<String>()
-    };
-    for (file, text) in [("uid_map", fmt(uids)), ("gid_map", fmt(gids))] {
-        let p = format!("/proc/{pid}/{file}");
-        std::fs::write(&p, &text)
-            .ctx(|| format!("write {p} ({})", text.trim().replace('\n', "; ")))?;
-    }
-    Ok(())
+    write_id_map(pid, "uid_map", uids)?;
+    write_id_map(pid, "gid_map", gids)
+}
+
+/// Writes one map file (`uid_map` or `gid_map`) of the user namespace of `pid`.
+pub fn write_id_map(
+    pid: nix::unistd::Pid,
+    file: &str,
+    maps: &[oci_spec::runtime::LinuxIdMapping],
+) -> Result<()> {
+    let text: String = maps
+        .iter()
+        .map(|e| format!("{} {} {}\n", e.container_id(), e.host_id(), e.size()))
+        .collect();
+    let p = format!("/proc/{pid}/{file}");
+    std::fs::write(&p, &text).ctx(|| format!("write {p} ({})", text.trim().replace('\n', "; ")))
 }
 
 #[cfg(test)]

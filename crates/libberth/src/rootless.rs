@@ -108,7 +108,7 @@ fn may_create(dir: &Path) -> bool {
 pub fn write_id_maps(pid: Pid, uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<()> {
     let own = |maps: &[LinuxIdMapping], id: u32| matches!(maps, [m] if m.host_id() == id && m.size() == 1);
     if own(uids, nix::unistd::geteuid().as_raw()) {
-        write_map(pid, "uid_map", uids)?;
+        crate::namespace::write_id_map(pid, "uid_map", uids)?;
     } else {
         helper("newuidmap", "/etc/subuid", pid, uids)?;
     }
@@ -116,18 +116,11 @@ pub fn write_id_maps(pid: Pid, uids: &[LinuxIdMapping], gids: &[LinuxIdMapping])
         // An unprivileged process may write gid_map only once setgroups is denied.
         let p = format!("/proc/{pid}/setgroups");
         std::fs::write(&p, "deny").ctx(|| format!("write deny to {p}"))?;
-        write_map(pid, "gid_map", gids)?;
+        crate::namespace::write_id_map(pid, "gid_map", gids)?;
     } else {
         helper("newgidmap", "/etc/subgid", pid, gids)?;
     }
     Ok(())
-}
-
-fn write_map(pid: Pid, file: &str, maps: &[LinuxIdMapping]) -> Result<()> {
-    let m = &maps[0];
-    let p = format!("/proc/{pid}/{file}");
-    let text = format!("{} {} {}\n", m.container_id(), m.host_id(), m.size());
-    std::fs::write(&p, &text).ctx(|| format!("write {p} ({})", text.trim()))
 }
 
 /// newuidmap/newgidmap PID ID HOSTID SIZE...: the setuid helpers of shadow's uidmap

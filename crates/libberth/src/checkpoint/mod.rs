@@ -138,14 +138,7 @@ pub enum CheckpointError {
 impl CheckpointError {
     /// The full chain, "outer: inner: cause", for one-line reports.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(self);
-        while let Some(e) = cur {
-            out.push_str(": ");
-            out.push_str(&e.to_string());
-            cur = e.source();
-        }
-        out
+        crate::error::chain_of(self)
     }
 }
 
