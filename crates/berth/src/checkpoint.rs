@@ -13,7 +13,7 @@ use libberth::checkpoint::{
 use libberth::{Error, Runtime};
 
 use crate::log::Logger;
-use crate::run::{forward_signals, wait_loop};
+use libberth::foreground::{forward_signals, wait_loop};
 
 type CmdResult = Result<ExitCode, (Option<String>, Error)>;
 
@@ -122,7 +122,7 @@ pub fn restore(rt: &Runtime, r: &Restore, criu: Option<&Path>, logger: &Logger) 
     }
     // criu restored the init as our child (--restore-sibling): wait for it as `run` does.
     let sfd = forward_signals().map_err(|e| (Some(id.clone()), e))?;
-    let code = wait_loop(restored.pid, &sfd, None, logger);
+    let code = wait_loop(restored.pid, &sfd, None);
     if let Err(e) = rt.delete(&id, true) {
         logger.warn(&format!(
             "container {id:?}: delete after restore: {}",

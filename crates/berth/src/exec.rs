@@ -6,12 +6,11 @@ use std::process::ExitCode;
 use berth_cli::Exec;
 use libberth::{ConsoleTarget, Error, ExecOptions, ProcessOverrides, Runtime};
 
-use crate::log::Logger;
-use crate::run::{forward_signals, wait_loop, RawMode};
+use libberth::foreground::{forward_signals, wait_loop, RawMode};
 
 type CmdResult = Result<ExitCode, (Option<String>, Error)>;
 
-pub fn exec(rt: &Runtime, e: &Exec, logger: &Logger) -> CmdResult {
+pub fn exec(rt: &Runtime, e: &Exec) -> CmdResult {
     let id = e.container_id.clone();
     let fail = |err: Error| (Some(id.clone()), err);
     let process = match &e.process {
@@ -67,7 +66,7 @@ pub fn exec(rt: &Runtime, e: &Exec, logger: &Logger) -> CmdResult {
         .console_master
         .as_ref()
         .and_then(|_| RawMode::enter());
-    let code = wait_loop(execed.pid, &sfd, execed.console_master.as_ref(), logger);
+    let code = wait_loop(execed.pid, &sfd, execed.console_master.as_ref());
     drop(raw);
     Ok(ExitCode::from(code))
 }

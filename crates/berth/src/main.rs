@@ -6,7 +6,6 @@ mod exec;
 mod log;
 mod ps;
 mod run;
-mod sealed;
 mod update;
 
 use std::io::Write;
@@ -33,7 +32,7 @@ fn main() -> ExitCode {
         cmd,
         Command::Create(_) | Command::Run(_) | Command::Exec(_) | Command::Restore(_)
     ) {
-        if let Err(e) = sealed::ensure() {
+        if let Err(e) = libberth::sealed::ensure() {
             logger.error(&format!(
                 "cannot protect the berth binary (CVE-2019-5736): {e}"
             ));
@@ -157,7 +156,7 @@ fn dispatch(
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Exec(e) => exec::exec(rt, &e, logger),
+        Command::Exec(e) => exec::exec(rt, &e),
         Command::Checkpoint(c) => checkpoint::checkpoint(rt, &c, criu),
         Command::Restore(r) => checkpoint::restore(rt, &r, criu, logger),
         Command::Update(u) => {

@@ -76,9 +76,9 @@ pub fn ensure() -> Result<(), String> {
 fn read_only_bind() -> Option<OwnedFd> {
     use std::os::fd::AsFd;
     let tree =
-        libberth::rootfs::open_tree_clone(std::path::Path::new("/proc/self/exe"), false).ok()?;
-    let ro = libberth::rootfs::options::MOUNT_ATTR_RDONLY;
-    let rc = libberth::rootfs::set_mount_attr(tree.as_fd(), false, ro, 0);
+        crate::rootfs::open_tree_clone(std::path::Path::new("/proc/self/exe"), false).ok()?;
+    let ro = crate::rootfs::options::MOUNT_ATTR_RDONLY;
+    let rc = crate::rootfs::set_mount_attr(tree.as_fd(), false, ro, 0);
     rc.is_ok().then_some(tree)
 }
 
