@@ -7,6 +7,7 @@ pkgs=(
   busybox-static                               # the built-in test/demo rootfs
   runc crun                                    # peers for comparison and conformance
   podman conmon containerd docker.io skopeo umoci uidmap  # real clients driving berth
+  docker-registry apache2-utils openssl buildah  # image tests: a local registry, htpasswd, a test CA
   hyperfine time iproute2 procps               # benchmark and test tools
   criu                                         # checkpoint and restore
 )
