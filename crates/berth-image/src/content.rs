@@ -221,6 +221,80 @@ impl ContentStore {
     }
 }
 
+impl ContentStore {
+    /// Stores a blob whose digest is not known in advance (an archive member, a tarball):
+    /// streams `reader` into a temporary file under `ingest/` while hashing it with
+    /// sha256, then commits it under the digest found. Returns (digest, size).
+    pub fn ingest<R: Read>(&self, mut reader: R) -> Result<(Digest, u64)> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let tmp = self.root.join("ingest").join(format!(
+            "unknown-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .custom_flags(libc_o_nofollow())
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err(format!("create {}", tmp.display())))?;
+            let mut hasher = crate::digest::Algorithm::Sha256.hasher();
+            let mut size = 0u64;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(io_err("read the blob's data")(e)),
+                };
+                file.write_all(&buf[..n])
+                    .map_err(io_err(format!("write {}", tmp.display())))?;
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            let d = hasher.finish();
+            if self.exists(&d) {
+                let _ = fs::remove_file(&tmp);
+                return Ok((d, size));
+            }
+            file.set_permissions(fs::Permissions::from_mode(0o444))
+                .map_err(io_err(format!("seal blob {d}")))?;
+            file.sync_all().map_err(io_err(format!("sync blob {d}")))?;
+            let dest = self.blob_path(&d);
+            fs::rename(&tmp, &dest).map_err(io_err(format!("commit blob {d}")))?;
+            if let Some(dir) = dest.parent() {
+                File::open(dir)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err(format!("sync {}", dir.display())))?;
+            }
+            Ok((d, size))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// A fresh directory under `ingest/` for staging (same file system as the blobs);
+    /// the caller removes it.
+    pub fn staging_dir(&self, purpose: &str) -> Result<PathBuf> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let p = self.root.join("ingest").join(format!(
+            "{purpose}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&p)
+            .map_err(io_err(format!("create {}", p.display())))?;
+        Ok(p)
+    }
+}
+
 fn libc_o_nofollow() -> i32 {
     nix::fcntl::OFlag::O_NOFOLLOW.bits()
 }
@@ -242,6 +316,18 @@ impl Writer {
     /// How many bytes of the blob are already written: where a fetch resumes.
     pub fn offset(&self) -> u64 {
         self.written
+    }
+
+    /// Drops what was written and starts the blob again from its first byte (a registry
+    /// that ignores a range request sends the whole blob).
+    pub fn reset(&mut self) -> Result<()> {
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.seek(SeekFrom::Start(0)).map(|_| ()))
+            .map_err(io_err(format!("truncate {}", self.partial.display())))?;
+        self.hasher = self.expected.algorithm().hasher();
+        self.written = 0;
+        Ok(())
     }
 
     /// Appends `data`, hashing it on the way.
@@ -290,6 +376,10 @@ impl Writer {
             .map_err(io_err(ctx("seal")))?;
         self.file.sync_all().map_err(io_err(ctx("sync")))?;
         fs::rename(&self.partial, &self.dest).map_err(io_err(ctx("commit")))?;
+        // The lock file can go: a writer still waiting on it, or one that makes a new one,
+        // finds the blob committed and writes nothing. (After an abort or a kill it stays,
+        // with the partial data it guards.)
+        let _ = fs::remove_file(self.partial.with_extension("lock"));
         if let Some(dir) = self.dest.parent() {
             File::open(dir)
                 .and_then(|d| d.sync_all())

@@ -3,6 +3,7 @@
 //! image archives, and the metadata that ties names to manifests. `berthctl`, the CRI
 //! engine and the VM mode all build on it.
 
+pub mod archive;
 pub mod build;
 pub mod builtin;
 pub mod content;
@@ -10,6 +11,8 @@ pub mod digest;
 mod fsutil;
 pub mod images;
 pub mod passwd;
+pub mod platform;
+pub mod registry;
 pub mod runconfig;
 pub mod snapshot;
 pub mod unpack;

@@ -84,8 +84,17 @@ pub const SECCOMP_DENY: &[&str] = &[
     "vm86old",
 ];
 
-/// clone(2) flags that make namespaces; clone with any of them is refused.
-const CLONE_NS_FLAGS: u64 = 0x7E02_0000;
+/// clone(2) flags that make namespaces (NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID,
+/// NEWNET); clone with any of them is refused.
+const CLONE_NS_FLAGS: &[u64] = &[
+    0x0002_0000,
+    0x0200_0000,
+    0x0400_0000,
+    0x0800_0000,
+    0x1000_0000,
+    0x2000_0000,
+    0x4000_0000,
+];
 
 /// How the container is networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,17 +217,23 @@ pub fn default_seccomp() -> Value {
         "aarch64" => json!(["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]),
         _ => json!([]),
     };
+    let mut syscalls = vec![
+        json!({"names": SECCOMP_DENY, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}),
+        // clone3 passes its flags in memory seccomp cannot read: ENOSYS makes libc fall
+        // back to clone, which the rules below check.
+        json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}),
+    ];
+    // One rule per flag (the rules of one call are OR'ed): flags & F == F refuses.
+    for f in CLONE_NS_FLAGS {
+        syscalls.push(
+            json!({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
+            "args": [{"index": 0, "value": f, "valueTwo": f, "op": "SCMP_CMP_MASKED_EQ"}]}),
+        );
+    }
     json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": arch,
-        "syscalls": [
-            {"names": SECCOMP_DENY, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM},
-            {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
-             "args": [{"index": 0, "value": CLONE_NS_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
-            // clone3 passes its flags in memory seccomp cannot read: ENOSYS makes libc fall
-            // back to clone, which the rule above checks.
-            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}
-        ]
+        "syscalls": syscalls
     })
 }
 

@@ -185,7 +185,17 @@ pub fn unpack_layer<R: Read>(
         archive.set_ignore_zeros(false);
         let entries = archive.entries().map_err(stream)?;
         for entry in entries {
-            let entry = entry.map_err(stream)?;
+            let entry = match entry {
+                Ok(e) => e,
+                // Some writers (umoci among them) end the stream right after the last
+                // entry's data, without its padding or the end-of-archive blocks. Every
+                // entry before was read whole, so this is the end; a stream cut short
+                // anywhere else fails inside an entry, and the diffID tells either way.
+                Err(e) if e.kind() == io::ErrorKind::Other && e.to_string().contains("EOF") => {
+                    break
+                }
+                Err(e) => return Err(stream(e)),
+            };
             u.apply(entry)?;
         }
     }
@@ -434,8 +444,15 @@ impl Unpacker<'_> {
                 )
                 .map_err(|err| self.failed(&name, "create the file", io_of(err)))?;
                 let mut f = File::from(fd);
-                io::copy(&mut e, &mut f)
+                let want = e.size();
+                let got = io::copy(&mut e, &mut f)
                     .map_err(|err| self.failed(&name, "write the file", err))?;
+                if got != want {
+                    return Err(self.refused(
+                        &name,
+                        format!("the stream ends after {got} of its {want} bytes"),
+                    ));
+                }
                 // chown clears setuid and file capabilities: owner, then mode, then xattrs.
                 self.set_owner_mode(&name, &f, uid, gid, mode)?;
                 self.set_xattrs(&name, &f, &xattrs)?;

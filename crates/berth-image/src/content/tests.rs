@@ -162,3 +162,20 @@ fn delete_and_missing_blobs() {
     assert!(matches!(s.read(&d), Err(ContentError::NotFound(_))));
     assert!(s.list().unwrap().is_empty());
 }
+
+#[test]
+fn ingest_finds_the_digest_and_dedups() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ContentStore::open(dir.path()).unwrap();
+    let data = vec![9u8; 300_000];
+    let (d, n) = store.ingest(&data[..]).unwrap();
+    assert_eq!(d, Digest::of(crate::digest::Algorithm::Sha256, &data));
+    assert_eq!(n, 300_000);
+    assert_eq!(store.read(&d).unwrap(), data);
+    let (d2, _) = store.ingest(&data[..]).unwrap();
+    assert_eq!(d, d2);
+    let leftovers = std::fs::read_dir(dir.path().join("ingest"))
+        .unwrap()
+        .count();
+    assert_eq!(leftovers, 0, "no temporary file remains");
+}

@@ -581,3 +581,14 @@ fn a_truncated_stream_is_an_error() {
         .to_string();
     assert!(e.contains("sha256:test"), "{e}");
 }
+
+#[test]
+fn a_stream_without_end_blocks_after_whole_entries_is_accepted() {
+    // What umoci writes: the last entry's data, then nothing (no padding, no end blocks).
+    let full = T::new().file("a", b"abc").done();
+    let cut = &full[..512 + 3];
+    let d = Dest::new();
+    let u = d.unpack(cut, Whiteouts::Overlay).unwrap();
+    assert_eq!(fs::read(d.root().join("a")).unwrap(), b"abc");
+    assert_eq!(u.diff_id, Digest::of(Algorithm::Sha256, cut));
+}

@@ -1,0 +1,398 @@
+//! Registry credentials in the files podman and docker keep them in
+//! (`{"auths": {"host": {"auth": base64("user:password")}}}`), and `login`/`logout`.
+//!
+//! Read, in order (the first file with an entry for the registry wins):
+//! `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json` (for root without
+//! `XDG_RUNTIME_DIR`: `/run/containers/0/auth.json`, as podman), `~/.config/containers/auth.json`,
+//! `~/.docker/config.json`. `login` writes the first of the list (`$REGISTRY_AUTH_FILE` if
+//! set), atomically and with mode 0600. Identity tokens (`identitytoken`) and credential
+//! helpers are not used: an entry with only those is skipped.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::config::RegistriesConfig;
+
+/// Why credentials could not be read, checked or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{file}: {cause}")]
+    File { file: PathBuf, cause: String },
+    #[error("login to {registry}: {cause}")]
+    Login { registry: String, cause: String },
+    #[error("not logged in to {registry} (no entry in {files})")]
+    NotLoggedIn { registry: String, files: String },
+}
+
+/// The credential files, in the order they are read.
+#[derive(Debug, Clone)]
+pub struct AuthStore {
+    pub files: Vec<PathBuf>,
+}
+
+/// The key a registry is stored under: `docker.io` is docker's `https://index.docker.io/v1/`.
+fn key_matches(key: &str, registry: &str) -> bool {
+    let k = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let k = k.strip_suffix("/v1").or(k.strip_suffix("/v2")).unwrap_or(k);
+    let docker = |h: &str| matches!(h, "docker.io" | "index.docker.io" | "registry-1.docker.io");
+    k == registry || (docker(k) && docker(registry))
+}
+
+impl AuthStore {
+    /// The files for this process's environment.
+    pub fn from_env() -> AuthStore {
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let mut files = Vec::new();
+        if let Some(f) = env("REGISTRY_AUTH_FILE") {
+            files.push(f);
+        }
+        match env("XDG_RUNTIME_DIR") {
+            Some(d) => files.push(d.join("containers/auth.json")),
+            None => files.push(PathBuf::from(format!(
+                "/run/containers/{}/auth.json",
+                nix::unistd::geteuid()
+            ))),
+        }
+        if let Some(h) = env("HOME") {
+            files.push(h.join(".config/containers/auth.json"));
+            files.push(h.join(".docker/config.json"));
+        }
+        AuthStore { files }
+    }
+
+    /// Credentials (user, password) for `registry` (host[:port]), if any file has them.
+    pub fn credentials(&self, registry: &str) -> Result<Option<(String, String)>, AuthError> {
+        for f in &self.files {
+            let Some(doc) = read(f)? else { continue };
+            let Some(auths) = doc["auths"].as_object() else {
+                continue;
+            };
+            for (k, v) in auths {
+                if !key_matches(k, registry) {
+                    continue;
+                }
+                if let Some(a) = v["auth"].as_str().filter(|a| !a.is_empty()) {
+                    let raw = base64::engine::general_purpose::STANDARD
+                        .decode(a.trim())
+                        .map_err(|e| AuthError::File {
+                            file: f.clone(),
+                            cause: format!("auths.{k}.auth: not base64: {e}"),
+                        })?;
+                    let s = String::from_utf8(raw).map_err(|_| AuthError::File {
+                        file: f.clone(),
+                        cause: format!("auths.{k}.auth: not UTF-8"),
+                    })?;
+                    let (u, p) = s.split_once(':').ok_or_else(|| AuthError::File {
+                        file: f.clone(),
+                        cause: format!("auths.{k}.auth: not user:password"),
+                    })?;
+                    return Ok(Some((u.to_string(), p.to_string())));
+                }
+                if let (Some(u), Some(p)) = (v["username"].as_str(), v["password"].as_str()) {
+                    return Ok(Some((u.to_string(), p.to_string())));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn write_target(&self) -> Result<&Path, AuthError> {
+        self.files
+            .first()
+            .map(PathBuf::as_path)
+            .ok_or_else(|| AuthError::File {
+                file: PathBuf::from("(none)"),
+                cause: "no credential file to write".into(),
+            })
+    }
+
+    /// Checks `user`/`password` against `registry` (GET /v2/, following a bearer
+    /// challenge), then stores them. Returns the file written.
+    pub async fn login(
+        &self,
+        config: &RegistriesConfig,
+        registry: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<PathBuf, AuthError> {
+        let registry = normalise_registry(registry);
+        verify(config, &registry, user, password).await?;
+        let file = self.write_target()?.to_path_buf();
+        let mut doc = read(&file)?.unwrap_or_else(|| json!({}));
+        if !doc["auths"].is_object() {
+            doc["auths"] = json!({});
+        }
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        doc["auths"][registry.as_str()] = json!({"auth": token});
+        write(&file, &doc)?;
+        Ok(file)
+    }
+
+    /// Removes the credentials for `registry` from every file that has them. Returns the
+    /// first file changed; an error when none had any.
+    pub fn logout(&self, registry: &str) -> Result<PathBuf, AuthError> {
+        let registry = normalise_registry(registry);
+        let mut changed = None;
+        for f in &self.files {
+            let Some(mut doc) = read(f)? else { continue };
+            let Some(auths) = doc["auths"].as_object_mut() else {
+                continue;
+            };
+            let keys: Vec<String> = auths
+                .keys()
+                .filter(|k| key_matches(k, &registry))
+                .cloned()
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            for k in keys {
+                auths.remove(&k);
+            }
+            write(f, &doc)?;
+            changed.get_or_insert_with(|| f.clone());
+        }
+        changed.ok_or_else(|| AuthError::NotLoggedIn {
+            registry: registry.clone(),
+            files: self
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+}
+
+/// `https://host/` → `host`; docker's index names → `docker.io`.
+fn normalise_registry(r: &str) -> String {
+    let r = r
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let r = r.split('/').next().unwrap_or(r);
+    match r {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
+        other => other.into(),
+    }
+}
+
+fn read(f: &Path) -> Result<Option<Value>, AuthError> {
+    let data = match fs::read(f) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(None),
+        Err(e) => {
+            return Err(AuthError::File {
+                file: f.to_path_buf(),
+                cause: e.to_string(),
+            })
+        }
+    };
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&data)
+        .map(Some)
+        .map_err(|e| AuthError::File {
+            file: f.to_path_buf(),
+            cause: format!("not JSON: {e}"),
+        })
+}
+
+fn write(f: &Path, doc: &Value) -> Result<(), AuthError> {
+    let err = |cause: String| AuthError::File {
+        file: f.to_path_buf(),
+        cause,
+    };
+    if let Some(dir) = f.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let data = serde_json::to_vec_pretty(doc).map_err(|e| err(e.to_string()))?;
+    crate::fsutil::write_atomic(f, &data, 0o600).map_err(|e| err(e.to_string()))
+}
+
+/// What a `WWW-Authenticate: Bearer ...` header asks for.
+fn bearer_params(h: &str) -> Option<(String, Vec<(String, String)>)> {
+    let rest = h.strip_prefix("Bearer ").or(h.strip_prefix("bearer "))?;
+    let mut realm = None;
+    let mut params = Vec::new();
+    for part in rest.split(',') {
+        let (k, v) = part.trim().split_once('=')?;
+        let v = v.trim_matches('"').to_string();
+        if k == "realm" {
+            realm = Some(v);
+        } else {
+            params.push((k.to_string(), v));
+        }
+    }
+    Some((realm?, params))
+}
+
+/// Checks credentials the way `docker login` does: GET /v2/ with them, or, when the
+/// registry answers with a bearer challenge, ask its token server for a token.
+async fn verify(
+    config: &RegistriesConfig,
+    registry: &str,
+    user: &str,
+    password: &str,
+) -> Result<(), AuthError> {
+    super::init_tls();
+    let fail = |cause: String| AuthError::Login {
+        registry: registry.to_string(),
+        cause,
+    };
+    let insecure = config.insecure_host(registry);
+    let mut builder = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .danger_accept_invalid_certs(insecure);
+    for pem in config.ca_certs(registry) {
+        let c = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| fail(format!("CA certificate: {e}")))?;
+        builder = builder.add_root_certificate(c);
+    }
+    let client = builder.build().map_err(|e| fail(e.to_string()))?;
+    let schemes: &[&str] = if insecure {
+        &["https", "http"]
+    } else {
+        &["https"]
+    };
+    let mut last = String::new();
+    for scheme in schemes {
+        let url = format!("{scheme}://{registry}/v2/");
+        let resp = match client
+            .get(&url)
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                last = format!("{url}: {e}");
+                continue;
+            }
+        };
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Err(fail(format!("{url}: HTTP {}", resp.status())));
+        }
+        let challenge = resp
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let Some((realm, params)) = bearer_params(&challenge) else {
+            return Err(fail(
+                "the registry refused the user name or password".into(),
+            ));
+        };
+        let mut q: Vec<(String, String)> =
+            params.into_iter().filter(|(k, _)| k == "service").collect();
+        q.push(("account".into(), user.into()));
+        let t = client
+            .get(&realm)
+            .query(&q)
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .map_err(|e| fail(format!("token server {realm}: {e}")))?;
+        if t.status().is_success() {
+            return Ok(());
+        }
+        return Err(fail(format!(
+            "the token server refused the user name or password (HTTP {})",
+            t.status()
+        )));
+    }
+    Err(fail(format!("unreachable: {last}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_each_form_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.json");
+        let b = d.path().join("b.json");
+        fs::write(
+            &a,
+            r#"{"auths": {"https://index.docker.io/v1/": {"auth": "ZG9jazpwdw=="}}}"#,
+        )
+        .unwrap();
+        fs::write(&b, r#"{"auths": {"r.example:5000": {"username": "u", "password": "p"}, "docker.io": {"auth": "b3RoZXI6eA=="}, "tok.example": {"identitytoken": "x"}}}"#).unwrap();
+        let s = AuthStore {
+            files: vec![d.path().join("missing.json"), a.clone(), b.clone()],
+        };
+        assert_eq!(
+            s.credentials("docker.io").unwrap(),
+            Some(("dock".into(), "pw".into())),
+            "the first file wins"
+        );
+        assert_eq!(
+            s.credentials("r.example:5000").unwrap(),
+            Some(("u".into(), "p".into()))
+        );
+        assert_eq!(
+            s.credentials("tok.example").unwrap(),
+            None,
+            "identity tokens are skipped"
+        );
+        assert_eq!(s.credentials("other").unwrap(), None);
+        fs::write(&a, "{broken").unwrap();
+        let e = s.credentials("docker.io").unwrap_err().to_string();
+        assert!(e.contains("a.json"), "{e}");
+    }
+
+    #[test]
+    fn logout_removes_and_says_when_there_was_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("auth.json");
+        fs::write(
+            &a,
+            r#"{"auths": {"r.example": {"auth": "dTpw"}, "keep.example": {"auth": "dTpw"}}}"#,
+        )
+        .unwrap();
+        let s = AuthStore {
+            files: vec![a.clone()],
+        };
+        assert_eq!(s.logout("https://r.example/").unwrap(), a);
+        assert_eq!(s.credentials("r.example").unwrap(), None);
+        assert!(s.credentials("keep.example").unwrap().is_some());
+        let e = s.logout("r.example").unwrap_err().to_string();
+        assert!(
+            e.contains("not logged in") && e.contains("auth.json"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bearer_challenges() {
+        let (realm, p) = bearer_params(
+            r#"Bearer realm="https://t.example/token",service="reg",scope="repository:a:pull""#,
+        )
+        .unwrap();
+        assert_eq!(realm, "https://t.example/token");
+        assert!(p.contains(&("service".into(), "reg".into())));
+        assert!(bearer_params("Basic realm=x").is_none());
+    }
+}

@@ -1,0 +1,379 @@
+//! The registries config: where names are searched, mirrors, insecure registries and CA
+//! certificates. TOML, default path `/etc/berth/registries.toml`; a missing file means the
+//! defaults. A complete example:
+//!
+//! ```toml
+//! # Registries a short name (`alpine`, `me/app`) is looked up in, in order.
+//! # Default: ["docker.io"].
+//! unqualified-search-registries = ["docker.io", "quay.io"]
+//!
+//! # CA certificates per registry: <ca-dir>/<host[:port]>/*.crt are trusted for that
+//! # registry, besides the system's roots (containers' certs.d layout).
+//! # Default: "/etc/berth/certs.d".
+//! ca-dir = "/etc/berth/certs.d"
+//!
+//! [[registry]]
+//! # Names starting with this (host[:port], or host[:port]/namespace) use this entry; the
+//! # longest matching prefix wins.
+//! prefix = "docker.io"
+//! # Fetch from here instead (the rest of the name is kept).   Optional.
+//! location = "registry-1.docker.io"
+//! # true: plain http is allowed and TLS certificates are not verified.   Default false.
+//! insecure = false
+//! # true: pulling from it is refused.   Default false.
+//! blocked = false
+//!
+//! # Mirrors, tried in order before the registry itself.
+//! [[registry.mirror]]
+//! location = "mirror.internal:5000"
+//! insecure = true
+//!
+//! [[registry]]
+//! prefix = "registry.internal:5000"
+//! insecure = true
+//! ```
+//!
+//! Registries on loopback addresses (`localhost`, `127.0.0.0/8`, `[::1]`) are insecure
+//! without an entry, as docker treats them: a registry on this machine is reached over
+//! plain http or an unverified certificate. Unknown keys are errors.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::reference::ImageName;
+
+/// Why the config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {cause}")]
+    Bad { file: PathBuf, cause: String },
+    #[error("{0}")]
+    Name(#[from] super::reference::NameError),
+    #[error("{name}: the registry {registry} is blocked by {file}")]
+    Blocked {
+        name: String,
+        registry: String,
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct File {
+    #[serde(default)]
+    unqualified_search_registries: Option<Vec<String>>,
+    #[serde(default)]
+    ca_dir: Option<PathBuf>,
+    #[serde(default)]
+    registry: Vec<RegistryEntry>,
+}
+
+/// One `[[registry]]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryEntry {
+    pub prefix: String,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub blocked: bool,
+    #[serde(default)]
+    pub mirror: Vec<Mirror>,
+}
+
+/// One `[[registry.mirror]]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub location: String,
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Where to fetch a repository from: a host and the repository path there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// host[:port]
+    pub host: String,
+    /// The repository path on that host.
+    pub repository: String,
+    pub insecure: bool,
+    /// True for a mirror (its failures fall through to the next endpoint).
+    pub mirror: bool,
+}
+
+/// The loaded config.
+#[derive(Debug, Clone)]
+pub struct RegistriesConfig {
+    pub file: PathBuf,
+    pub search: Vec<String>,
+    pub ca_dir: PathBuf,
+    pub registries: Vec<RegistryEntry>,
+}
+
+impl Default for RegistriesConfig {
+    fn default() -> Self {
+        RegistriesConfig {
+            file: PathBuf::from("/etc/berth/registries.toml"),
+            search: vec!["docker.io".into()],
+            ca_dir: PathBuf::from("/etc/berth/certs.d"),
+            registries: Vec::new(),
+        }
+    }
+}
+
+/// True for registries on this machine.
+fn loopback(host: &str) -> bool {
+    let h = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    h == "localhost" || h == "[::1]" || h.starts_with("127.")
+}
+
+impl RegistriesConfig {
+    /// Reads `path`; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<RegistriesConfig, ConfigError> {
+        let bad = |cause: String| ConfigError::Bad {
+            file: path.to_path_buf(),
+            cause,
+        };
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(RegistriesConfig {
+                    file: path.to_path_buf(),
+                    ..Default::default()
+                })
+            }
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        let f: File = toml::from_str(&text).map_err(|e| bad(e.to_string().trim().to_string()))?;
+        for r in &f.registry {
+            if r.prefix.is_empty() || r.prefix.contains("://") {
+                return Err(bad(format!(
+                    "registry prefix {:?}: use host[:port][/namespace]",
+                    r.prefix
+                )));
+            }
+        }
+        let d = RegistriesConfig::default();
+        Ok(RegistriesConfig {
+            file: path.to_path_buf(),
+            search: f.unqualified_search_registries.unwrap_or(d.search),
+            ca_dir: f.ca_dir.unwrap_or(d.ca_dir),
+            registries: f.registry,
+        })
+    }
+
+    /// The full names a user's name may mean, in the order to try: a fully qualified name
+    /// is itself; a short one is tried in each search registry.
+    pub fn candidates(&self, name: &str) -> Result<Vec<ImageName>, ConfigError> {
+        if ImageName::is_fully_qualified(name) {
+            return Ok(vec![ImageName::parse(name)?]);
+        }
+        let mut out = Vec::new();
+        for r in &self.search {
+            out.push(ImageName::parse(&format!("{r}/{name}"))?);
+        }
+        if out.is_empty() {
+            // No search registry: docker.io, as documented.
+            out.push(ImageName::parse(name)?);
+        }
+        Ok(out)
+    }
+
+    /// The entry whose prefix matches `repo_path` (registry/repository) best.
+    pub fn entry_for(&self, repo_path: &str) -> Option<&RegistryEntry> {
+        self.registries
+            .iter()
+            .filter(|e| {
+                repo_path == e.prefix
+                    || repo_path
+                        .strip_prefix(e.prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|e| e.prefix.len())
+    }
+
+    /// Where to fetch `name` from: its mirrors in order, then the registry (or its
+    /// location). A blocked registry is an error.
+    pub fn endpoints(&self, name: &ImageName) -> Result<Vec<Endpoint>, ConfigError> {
+        let repo_path = name.repo_path();
+        let Some(e) = self.entry_for(&repo_path) else {
+            return Ok(vec![Endpoint {
+                host: name.registry.clone(),
+                repository: name.repository.clone(),
+                insecure: loopback(&name.registry),
+                mirror: false,
+            }]);
+        };
+        if e.blocked {
+            return Err(ConfigError::Blocked {
+                name: name.to_string(),
+                registry: e.prefix.clone(),
+                file: self.file.clone(),
+            });
+        }
+        let rest = &repo_path[e.prefix.len()..];
+        let at = |location: &str, insecure: bool, mirror: bool| {
+            let full = format!("{location}{rest}");
+            let (host, repo) = full.split_once('/').unwrap_or((&full, ""));
+            Endpoint {
+                host: host.to_string(),
+                repository: repo.to_string(),
+                insecure: insecure || loopback(host),
+                mirror,
+            }
+        };
+        let mut out: Vec<Endpoint> = e
+            .mirror
+            .iter()
+            .map(|m| at(&m.location, m.insecure, true))
+            .collect();
+        out.push(at(
+            e.location.as_deref().unwrap_or(&e.prefix),
+            e.insecure,
+            false,
+        ));
+        Ok(out)
+    }
+
+    /// PEM certificates trusted for `host` (from `<ca-dir>/<host>/*.crt`).
+    pub fn ca_certs(&self, host: &str) -> Vec<Vec<u8>> {
+        let dir = self.ca_dir.join(host);
+        let mut out = Vec::new();
+        if let Ok(rd) = fs::read_dir(&dir) {
+            let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+            files.sort();
+            for f in files {
+                if f.extension().is_some_and(|x| x == "crt") {
+                    if let Ok(data) = fs::read(&f) {
+                        out.push(data);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The registry entry for a bare host (login and logout).
+    pub fn insecure_host(&self, host: &str) -> bool {
+        loopback(host) || self.entry_for(host).is_some_and(|e| e.insecure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<RegistriesConfig, ConfigError> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("registries.toml");
+        fs::write(&p, text).unwrap();
+        RegistriesConfig::load(&p)
+    }
+
+    #[test]
+    fn defaults_and_a_missing_file() {
+        let c = RegistriesConfig::load(Path::new("/nonexistent/registries.toml")).unwrap();
+        assert_eq!(c.search, ["docker.io"]);
+        let names: Vec<String> = c
+            .candidates("alpine")
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(names, ["docker.io/library/alpine:latest"]);
+        let e = c
+            .endpoints(&ImageName::parse("quay.io/a/b").unwrap())
+            .unwrap();
+        assert_eq!(
+            e,
+            [Endpoint {
+                host: "quay.io".into(),
+                repository: "a/b".into(),
+                insecure: false,
+                mirror: false
+            }]
+        );
+        let e = c
+            .endpoints(&ImageName::parse("127.0.0.1:5000/a").unwrap())
+            .unwrap();
+        assert!(e[0].insecure, "loopback registries are insecure by default");
+    }
+
+    #[test]
+    fn search_mirrors_locations_and_blocking() {
+        let c = load(
+            r#"
+unqualified-search-registries = ["r1.example", "r2.example:5000"]
+[[registry]]
+prefix = "docker.io"
+location = "real.example"
+[[registry.mirror]]
+location = "m1.example:5000/cache"
+insecure = true
+[[registry.mirror]]
+location = "m2.example"
+[[registry]]
+prefix = "docker.io/library/blocked"
+blocked = true
+"#,
+        )
+        .unwrap();
+        let names: Vec<String> = c
+            .candidates("me/app:1")
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(names, ["r1.example/me/app:1", "r2.example:5000/me/app:1"]);
+        let e = c
+            .endpoints(&ImageName::parse("docker.io/library/alpine").unwrap())
+            .unwrap();
+        let hosts: Vec<(&str, &str, bool, bool)> = e
+            .iter()
+            .map(|e| (e.host.as_str(), e.repository.as_str(), e.insecure, e.mirror))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("m1.example:5000", "cache/library/alpine", true, true),
+                ("m2.example", "library/alpine", false, true),
+                ("real.example", "library/alpine", false, false)
+            ]
+        );
+        let err = c
+            .endpoints(&ImageName::parse("docker.io/library/blocked").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("blocked") && err.contains("registries.toml"),
+            "{err}"
+        );
+        // A prefix matches at a component boundary only.
+        assert!(c
+            .entry_for("docker.io/library/blockedness")
+            .is_some_and(|e| e.prefix == "docker.io"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_file() {
+        let e = load("unqualified-search-registry = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("registries.toml") && e.contains("unqualified-search-registry"),
+            "{e}"
+        );
+        let e = load("[[registry]]\nprefix = \"a\"\ninsecur = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("insecur"), "{e}");
+    }
+}
