@@ -6,8 +6,18 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "quickstart: run as root (containers need it)" >&2; exit 1; }
 
 bash scripts/install-deps.sh
-BERTH=$(bash scripts/build-release.sh)
+BERTH=$(bash scripts/build-release.sh berth)
 install -m 0755 "$BERTH" /usr/local/bin/berth
+BERTHCTL=$(bash scripts/build-release.sh berthctl)
+install -m 0755 "$BERTHCTL" /usr/local/bin/berthctl
+
+# Berth's main job: run an image. The built-in image is made from busybox-static.
+echo "== berthctl run --rm berth-busybox ..."
+berthctl run --rm --memory 64m berth-busybox sh -c \
+  'echo "hello from $(hostname) in $(cat /etc/os-release | head -1): uid $(id -u), $(ls /proc | grep -c "^[0-9]") process(es) visible"'
+berthctl images
+
+# The low-level runtime on its own: a bundle, as runc takes one.
 
 bundle=$(mktemp -d /tmp/berth-demo.XXXXXX)
 trap 'berth delete --force demo >/dev/null 2>&1 || true; rm -rf "$bundle"' EXIT

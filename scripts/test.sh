@@ -8,7 +8,9 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 # Library crates: unit tests and their root tests (cgroups on this host, seccomp filters).
-cargo test --workspace --exclude berth 2>&1
+cargo test --workspace --exclude berth --exclude berthctl 2>&1
+# berthctl as a user drives it: images, containers, save/load, podman round trips.
+cargo test -p berthctl -- --test-threads=2 2>&1
 # The binary: its unit tests, the runtime suite, then the real clients one at a time.
 cargo test -p berth --bins 2>&1
 cargo test -p berth --test runtime -- --test-threads=2 2>&1
