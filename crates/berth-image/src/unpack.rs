@@ -356,12 +356,10 @@ impl Unpacker<'_> {
             .mode()
             .map_err(|err| self.failed(&name, "read its mode", err))?
             & 0o7777;
-        let uid = h
-            .uid()
-            .map_err(|err| self.failed(&name, "read its owner", err))?;
-        let gid = h
-            .gid()
-            .map_err(|err| self.failed(&name, "read its group", err))?;
+        // An empty owner field reads as 0, as Go's archive/tar (which wrote most layers)
+        // reads it.
+        let uid = h.uid().unwrap_or(0);
+        let gid = h.gid().unwrap_or(0);
         let mtime = h.mtime().unwrap_or(0) as i64;
         let major = h.device_major().ok().flatten().unwrap_or(0);
         let minor = h.device_minor().ok().flatten().unwrap_or(0);

@@ -33,9 +33,10 @@
 //! insecure = true
 //! ```
 //!
-//! Registries on loopback addresses (`localhost`, `127.0.0.0/8`, `[::1]`) are insecure
-//! without an entry, as docker treats them: a registry on this machine is reached over
-//! plain http or an unverified certificate. Unknown keys are errors.
+//! Registries on loopback addresses (`localhost`, `127.0.0.0/8`, `[::1]`) that have no
+//! `[[registry]]` entry are insecure, as docker treats them: a registry on this machine is
+//! reached over plain http or an unverified certificate. An entry decides for itself.
+//! Unknown keys are errors.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -226,7 +227,7 @@ impl RegistriesConfig {
             Endpoint {
                 host: host.to_string(),
                 repository: repo.to_string(),
-                insecure: insecure || loopback(host),
+                insecure,
                 mirror,
             }
         };
@@ -261,9 +262,12 @@ impl RegistriesConfig {
         out
     }
 
-    /// The registry entry for a bare host (login and logout).
+    /// Whether a bare host (login) may be reached insecurely.
     pub fn insecure_host(&self, host: &str) -> bool {
-        loopback(host) || self.entry_for(host).is_some_and(|e| e.insecure)
+        match self.entry_for(host) {
+            Some(e) => e.insecure,
+            None => loopback(host),
+        }
     }
 }
 

@@ -189,7 +189,13 @@ impl Puller {
         let last = candidates.len() - 1;
         for (i, cand) in candidates.into_iter().enumerate() {
             match self.pull_one(&cand, opts, progress.clone()).await {
-                Err(PullError::NotFound { .. }) if i < last => continue,
+                // A short name: the next search registry may have it.
+                Err(e @ (PullError::NotFound { .. } | PullError::Unreachable { .. }))
+                    if i < last =>
+                {
+                    progress.note(&format!("{e}; trying the next search registry"));
+                    continue;
+                }
                 other => return other,
             }
         }
@@ -476,6 +482,16 @@ impl Puller {
                     }
                 };
                 while let Some(chunk) = stream.next().await {
+                    if let Err(e) = &chunk {
+                        // oci-client verifies a whole blob as it ends: the bytes written are
+                        // bad, never to be resumed from.
+                        let bad = e
+                            .get_ref()
+                            .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>());
+                        if bad {
+                            return Err(blob_err(format!("the registry sent other data: {e}")));
+                        }
+                    }
                     let chunk = chunk.map_err(|e| {
                         Failure::Next(PullError::Unreachable {
                             image: image.to_string(),

@@ -1,0 +1,90 @@
+//! berthctl against a real registry on 127.0.0.1: login, pull, run, logout.
+
+#[path = "../../berth-image/tests/support/mod.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
+
+use support::{busybox_layout, Mode, Registry, PASSWORD, USER};
+
+fn ctl(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .arg("--registries-conf")
+        .arg(dir.join("registries.toml"))
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    eprintln!(
+        "berthctl {args:?} -> {:?}\n{}{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+#[test]
+fn login_pull_run_logout() {
+    if support::skip() {
+        return;
+    }
+    let reg = Registry::start(Mode::Basic);
+    reg.push(
+        &busybox_layout("pulled by berthctl").path(),
+        "t",
+        "test/app:1",
+        &["--dest-compress-format", "zstd"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    let d = dir.path();
+    let image = format!("{}/test/app:1", reg.host());
+    let o = ctl(d, &["pull", "-q", &image]);
+    assert_eq!(o.status.code(), Some(125));
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        e.contains("refused the credentials") && e.lines().count() == 1,
+        "one clear line: {e}"
+    );
+    assert!(!ctl(d, &["login", "-u", USER, "-p", "wrong", &reg.host()])
+        .status
+        .success());
+    assert!(!d.join("auth.json").exists());
+    assert!(ctl(d, &["login", "-u", USER, "-p", PASSWORD, &reg.host()])
+        .status
+        .success());
+    let o = ctl(d, &["pull", "-q", &image]);
+    assert!(o.status.success());
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(
+        id.starts_with("sha256:") && id.lines().count() == 1,
+        "-q prints only the ID: {id}"
+    );
+    let o = ctl(d, &["run", "--rm", &image, "cat", "/marker"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "pulled by berthctl");
+    let o = ctl(d, &["images", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["Names"][0], image.as_str());
+    assert!(ctl(d, &["logout", &reg.host()]).status.success());
+    assert!(
+        !ctl(d, &["logout", &reg.host()]).status.success(),
+        "nothing left to log out of"
+    );
+    // Plain lines, not bars, when stderr is not a terminal.
+    assert!(ctl(d, &["rmi", &image]).status.success());
+    assert!(ctl(d, &["login", "-u", USER, "-p", PASSWORD, &reg.host()])
+        .status
+        .success());
+    let o = ctl(d, &["pull", &image]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Copying blob") && err.contains("done"),
+        "{err}"
+    );
+}
