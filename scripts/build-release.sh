@@ -18,7 +18,9 @@ case "$pkg" in
     RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
       cargo build --release -p berth --target "$target" >&2 ;;
   berthctl)
-    cargo build --release -p berthctl --target "$target" >&2 ;;
+    cargo build --profile release-ctl -p berthctl --target "$target" >&2
+    echo "${CARGO_TARGET_DIR:-$PWD/target}/$target/release-ctl/berthctl"
+    exit 0 ;;
   *) echo "build-release.sh: berth or berthctl" >&2; exit 1 ;;
 esac
 echo "${CARGO_TARGET_DIR:-$PWD/target}/$target/release/$pkg"
