@@ -219,7 +219,9 @@ impl Snapshotter {
             std::process::id(),
             TMP_SEQ.fetch_add(1, Ordering::SeqCst)
         ));
-        mkdir_all(&tmp)?;
+        // The layer root becomes the container's `/` where no entry sets it: 0755, as
+        // every runtime makes it (0700 would lock every other user out of the rootfs).
+        mkdir_root(&tmp)?;
         let result = (|| {
             let blob = content.open_blob(&layer.digest)?;
             let reader = io::BufReader::with_capacity(256 * 1024, blob);
@@ -291,7 +293,7 @@ impl Snapshotter {
         write_atomic(&dir.join("layers.json"), &data, 0o600)
             .map_err(io_err(format!("container {id}: write layers.json")))?;
         let rootfs = dir.join("rootfs");
-        mkdir_all(&rootfs)?;
+        mkdir_root(&rootfs)?;
         match self.driver {
             Driver::Overlay => {
                 for c in &chain {
@@ -302,7 +304,8 @@ impl Snapshotter {
                         });
                     }
                 }
-                mkdir_all(&dir.join("upper"))?;
+                // overlayfs takes the root's owner and mode from the upper directory.
+                mkdir_root(&dir.join("upper"))?;
                 mkdir_all(&dir.join("work"))?;
                 self.mount(id)?;
             }
@@ -443,6 +446,14 @@ impl Snapshotter {
         }
         Ok(removed)
     }
+}
+
+/// A directory that will be a container's `/`: root-owned, 0755 (whatever the umask).
+fn mkdir_root(p: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    mkdir_all(p)?;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o755))
+        .map_err(io_err(format!("chmod {}", p.display())))
 }
 
 fn mkdir_all(p: &Path) -> Result<()> {

@@ -255,14 +255,23 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         .map_err(|_| anyhow::anyhow!("unknown signal {s:?}"))
 }
 
-/// Waits until the container's init is gone (its monitor or foreground berthctl records the
-/// exit), up to `limit`.
+/// Waits until the container's init is gone and its exit is recorded (by its monitor or
+/// the foreground berthctl, just after the runtime lets it go), up to `limit`.
 fn wait_stopped(s: &Store, id: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         match runtime_status(s, id).as_deref() {
             Some("running") | Some("paused") | Some("created") => {}
-            _ => return true,
+            _ => {
+                // The record follows the runtime within moments; a --rm container's goes.
+                let recorded = match s.records.load(id) {
+                    Ok(r) => r.exit_code.is_some(),
+                    Err(_) => true,
+                };
+                if recorded || Instant::now() >= deadline {
+                    return true;
+                }
+            }
         }
         if Instant::now() >= deadline {
             return false;

@@ -622,3 +622,126 @@ fn podman_round_trip() {
     }
     assert_clean(&ctl);
 }
+
+#[test]
+fn image_stop_signal_volumes_entrypoint_and_user() {
+    if Command::new("umoci").arg("--version").output().is_err() {
+        eprintln!("SKIP: umoci is not installed");
+        return;
+    }
+    let ctl = Ctl::new();
+    busybox_rootfs_tar(ctl.dir.path());
+    let tree = ctl.dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(
+        tree.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\napp:x:4242:4343::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(tree.join("etc/group"), "root:x:0:\napp:x:4343:\n").unwrap();
+    for a in ["id", "grep", "sleep", "echo"] {
+        let _ = std::os::unix::fs::symlink("busybox", tree.join("bin").join(a));
+    }
+    let layout = ctl.dir.path().join("layout");
+    let l = layout.to_str().unwrap();
+    let umoci = |args: &[&str]| {
+        let o = Command::new("umoci").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "umoci {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    umoci(&["init", "--layout", l]);
+    umoci(&["new", "--image", &format!("{l}:1")]);
+    umoci(&[
+        "insert",
+        "--image",
+        &format!("{l}:1"),
+        tree.to_str().unwrap(),
+        "/",
+    ]);
+    umoci(&[
+        "config",
+        "--image",
+        &format!("{l}:1"),
+        "--config.entrypoint",
+        "/bin/sh",
+        "--config.entrypoint",
+        "-c",
+        "--config.cmd",
+        "trap 'echo got usr1; exit 42' USR1; echo ready; while true; do sleep 0.1; done",
+        "--config.stopsignal",
+        "SIGUSR1",
+        "--config.volume",
+        "/data",
+        "--config.user",
+        "app",
+        "--config.workingdir",
+        "/data",
+    ]);
+    ctl.ok(&["load", "-i", l]);
+    let id = ctl.ok(&["images", "-q"]);
+    let id = id.trim();
+    let c = ctl.ok(&["run", "-d", "--name", "svc", id]);
+    let _ = c;
+    wait_for("ready", || ctl.ok(&["logs", "svc"]).contains("ready"));
+    assert_eq!(
+        ctl.ok(&["exec", "svc", "id", "-u"]),
+        "4242\n",
+        "the image's User, by name"
+    );
+    let mounts = ctl.ok(&["exec", "svc", "grep", " /data ", "/proc/self/mounts"]);
+    assert_eq!(
+        mounts.lines().count(),
+        1,
+        "the image's volume is a mount: {mounts}"
+    );
+    assert_eq!(ctl.ok(&["exec", "svc", "sh", "-c", "pwd"]), "/data\n");
+    assert_eq!(
+        ctl.ok(&[
+            "exec",
+            "-u",
+            "0",
+            "svc",
+            "sh",
+            "-c",
+            "echo x > /data/w && echo writable"
+        ]),
+        "writable\n"
+    );
+    // stop sends the image's StopSignal: the trap exits 42, well before the timeout.
+    ctl.ok(&["stop", "-t", "30", "svc"]);
+    let ps = ctl.ok(&["ps", "-a", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&ps).unwrap();
+    assert_eq!(v[0]["ExitCode"], 42, "{ps}");
+    assert!(ctl.ok(&["logs", "svc"]).contains("got usr1"));
+    // The entrypoint stays when a command is given; the command replaces Cmd.
+    assert_eq!(ctl.ok(&["run", "--rm", id, "echo replaced"]), "replaced\n");
+    ctl.ok(&["rm", "svc"]);
+    assert_clean(&ctl);
+}
+
+#[test]
+fn a_terminal_with_it() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIP: script (util-linux) is not installed");
+        return;
+    }
+    let ctl = Ctl::new();
+    ctl.ok(&["run", "--rm", BB, "true"]);
+    let cmdline = format!(
+        "{} --root {} --runroot {} run --rm -it {BB} sh -c 'tty; echo $TERM'",
+        env!("CARGO_BIN_EXE_berthctl"),
+        ctl.root().display(),
+        ctl.dir.path().join("run").display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("/dev/pts/0") && out.contains("xterm"), "{out}");
+    assert_clean(&ctl);
+}

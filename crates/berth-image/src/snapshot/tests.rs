@@ -93,6 +93,12 @@ fn overlay_rootfs_merges_layers_with_whiteouts() {
     );
     let rootfs = s.prepare("c1", &e.content, &img).unwrap();
     assert!(s.is_mounted("c1"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&rootfs).unwrap().permissions().mode() & 0o777,
+        0o755,
+        "every user may enter the container's root"
+    );
     check_merged(&rootfs);
     // Writes land in the container's upper dir, not in the shared layer.
     fs::write(rootfs.join("etc/keep"), b"changed").unwrap();
