@@ -745,3 +745,91 @@ fn a_terminal_with_it() {
     assert!(out.contains("/dev/pts/0") && out.contains("xterm"), "{out}");
     assert_clean(&ctl);
 }
+
+#[test]
+fn shared_layers_stay_until_no_image_uses_them() {
+    if Command::new("umoci").arg("--version").output().is_err() {
+        eprintln!("SKIP: umoci is not installed");
+        return;
+    }
+    let ctl = Ctl::new();
+    busybox_rootfs_tar(ctl.dir.path());
+    let layout = ctl.dir.path().join("layout");
+    let l = layout.to_str().unwrap();
+    let umoci = |args: &[&str]| {
+        let o = Command::new("umoci").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "umoci {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    umoci(&["init", "--layout", l]);
+    umoci(&["new", "--image", &format!("{l}:base")]);
+    umoci(&[
+        "insert",
+        "--image",
+        &format!("{l}:base"),
+        ctl.dir.path().join("tree").to_str().unwrap(),
+        "/",
+    ]);
+    // `top` is `base` plus one layer: the base layer is shared.
+    umoci(&["tag", "--image", &format!("{l}:base"), "top"]);
+    let extra = ctl.dir.path().join("extra");
+    std::fs::write(&extra, "top only").unwrap();
+    umoci(&[
+        "insert",
+        "--image",
+        &format!("{l}:top"),
+        extra.to_str().unwrap(),
+        "/extra",
+    ]);
+    // Name them as podman would, so they load with names.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut index = index;
+    for m in index["manifests"].as_array_mut().unwrap() {
+        let tag = m["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        m["annotations"]["org.opencontainers.image.ref.name"] =
+            format!("localhost/shared:{tag}").into();
+    }
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    ctl.ok(&["load", "-i", l]);
+    assert_eq!(
+        ctl.ok(&["run", "--rm", "shared:base", "cat", "/marker"]),
+        "imported"
+    );
+    ctl.ok(&["run", "--rm", "shared:top", "cat", "/extra"]);
+    let blobs = |ctl: &Ctl| {
+        std::fs::read_dir(ctl.root().join("content/blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    let layers = |ctl: &Ctl| {
+        std::fs::read_dir(ctl.root().join("snapshots/layers"))
+            .unwrap()
+            .count()
+    };
+    // 2 manifests, 2 configs, 2 distinct layers.
+    assert_eq!((blobs(&ctl), layers(&ctl)), (6, 2));
+    ctl.ok(&["rmi", "shared:base"]);
+    assert_eq!(
+        (blobs(&ctl), layers(&ctl)),
+        (4, 2),
+        "the shared layer stays for top"
+    );
+    assert_eq!(
+        ctl.ok(&["run", "--rm", "shared:top", "cat", "/extra"]),
+        "top only"
+    );
+    ctl.ok(&["rmi", "shared:top"]);
+    assert_eq!((blobs(&ctl), layers(&ctl)), (0, 0));
+    assert_clean(&ctl);
+}

@@ -90,7 +90,15 @@ fn build_rootfs() -> PathBuf {
     for d in DIRS {
         fs::create_dir_all(tmp.join(d)).expect("create rootfs dir");
     }
-    fs::copy(busybox, tmp.join("bin/busybox")).expect("copy busybox");
+    // Copied by a child process: a writable fd held here could be inherited by a child
+    // another test thread forks, and containers exec'ing busybox would get ETXTBSY.
+    let st = std::process::Command::new("install")
+        .args(["-m", "0755"])
+        .arg(busybox)
+        .arg(tmp.join("bin/busybox"))
+        .status()
+        .expect("run install");
+    assert!(st.success(), "copy busybox");
     for a in APPLETS {
         symlink("busybox", tmp.join("bin").join(a)).expect("applet symlink");
     }

@@ -18,7 +18,15 @@ fn the_inits_image_cannot_be_written_even_after_it_dies() {
     // with ETXTBSY whatever the protection, and other tests run the shared one.
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("berth");
-    fs::copy(berth_bin(), &bin).unwrap();
+    // By a child process, so no thread here holds a writable fd a forked child could
+    // inherit (exec would then fail with ETXTBSY).
+    let st = std::process::Command::new("install")
+        .args(["-m", "0755"])
+        .arg(berth_bin())
+        .arg(&bin)
+        .status()
+        .unwrap();
+    assert!(st.success());
     let root = dir.path().join("root");
     // stderr to a file: the waiting init keeps it open, so a pipe would never reach EOF.
     let err_path = dir.path().join("stderr");

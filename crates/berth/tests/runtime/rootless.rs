@@ -66,8 +66,16 @@ fn berth_copy() -> &'static Path {
         fs::create_dir_all(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         let p = dir.join("berth");
-        fs::copy(berth_bin(), &p).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        // Copied by a child process: a writable fd to the copy opened here could be
+        // inherited by a child another test thread forks at that moment, and exec of the
+        // copy would then fail with ETXTBSY until that child execs.
+        let st = Command::new("install")
+            .args(["-m", "0755"])
+            .arg(berth_bin())
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success(), "install berth into {}", dir.display());
         p
     })
 }
