@@ -20,17 +20,21 @@ use super::config::RegistriesConfig;
 /// Why credentials could not be read, checked or written.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// A credential file that cannot be read, parsed or written.
     #[error("{file}: {cause}")]
     File { file: PathBuf, cause: String },
+    /// `login` could not check the credentials, or the registry refused them.
     #[error("login to {registry}: {cause}")]
     Login { registry: String, cause: String },
+    /// `logout` found no credentials for the registry.
     #[error("not logged in to {registry} (no entry in {files})")]
     NotLoggedIn { registry: String, files: String },
 }
 
-/// The credential files, in the order they are read.
+/// The credential files, in the order they are read; `login` writes the first.
 #[derive(Debug, Clone)]
 pub struct AuthStore {
+    /// The files, first wins. Tests and callers with their own layout set it directly.
     pub files: Vec<PathBuf>,
 }
 
@@ -46,25 +50,38 @@ fn key_matches(key: &str, registry: &str) -> bool {
 }
 
 impl AuthStore {
-    /// The files for this process's environment.
+    /// The files for this process's environment (`REGISTRY_AUTH_FILE`, `XDG_RUNTIME_DIR`,
+    /// `HOME`, the effective user id).
     pub fn from_env() -> AuthStore {
-        let env = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
+        AuthStore::from_vars(
+            env("REGISTRY_AUTH_FILE"),
+            env("XDG_RUNTIME_DIR"),
+            env("HOME"),
+            nix::unistd::geteuid().as_raw(),
+        )
+    }
+
+    /// The files for the given environment values (empty values count as unset):
+    /// `registry_auth_file`, then `<xdg_runtime_dir>/containers/auth.json` (or
+    /// `/run/containers/<euid>/auth.json` without it), then `<home>/.config/containers/auth.json`
+    /// and `<home>/.docker/config.json`.
+    pub fn from_vars(
+        registry_auth_file: Option<PathBuf>,
+        xdg_runtime_dir: Option<PathBuf>,
+        home: Option<PathBuf>,
+        euid: u32,
+    ) -> AuthStore {
+        let set = |v: Option<PathBuf>| v.filter(|p| !p.as_os_str().is_empty());
         let mut files = Vec::new();
-        if let Some(f) = env("REGISTRY_AUTH_FILE") {
+        if let Some(f) = set(registry_auth_file) {
             files.push(f);
         }
-        match env("XDG_RUNTIME_DIR") {
+        match set(xdg_runtime_dir) {
             Some(d) => files.push(d.join("containers/auth.json")),
-            None => files.push(PathBuf::from(format!(
-                "/run/containers/{}/auth.json",
-                nix::unistd::geteuid()
-            ))),
+            None => files.push(PathBuf::from(format!("/run/containers/{euid}/auth.json"))),
         }
-        if let Some(h) = env("HOME") {
+        if let Some(h) = set(home) {
             files.push(h.join(".config/containers/auth.json"));
             files.push(h.join(".docker/config.json"));
         }
@@ -105,6 +122,20 @@ impl AuthStore {
             }
         }
         Ok(None)
+    }
+
+    /// The file holding an entry for `registry` with only an `identitytoken` (which this
+    /// puller does not use), if that is all there is: a pull then goes anonymous, and says
+    /// why with this.
+    pub fn identity_token_only(&self, registry: &str) -> Option<PathBuf> {
+        self.files.iter().find_map(|f| {
+            let doc = read(f).ok()??;
+            let auths = doc["auths"].as_object()?;
+            auths
+                .iter()
+                .any(|(k, v)| key_matches(k, registry) && v["identitytoken"].is_string())
+                .then(|| f.clone())
+        })
     }
 
     fn write_target(&self) -> Result<&Path, AuthError> {
@@ -326,73 +357,4 @@ async fn verify(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_each_form_in_order() {
-        let d = tempfile::tempdir().unwrap();
-        let a = d.path().join("a.json");
-        let b = d.path().join("b.json");
-        fs::write(
-            &a,
-            r#"{"auths": {"https://index.docker.io/v1/": {"auth": "ZG9jazpwdw=="}}}"#,
-        )
-        .unwrap();
-        fs::write(&b, r#"{"auths": {"r.example:5000": {"username": "u", "password": "p"}, "docker.io": {"auth": "b3RoZXI6eA=="}, "tok.example": {"identitytoken": "x"}}}"#).unwrap();
-        let s = AuthStore {
-            files: vec![d.path().join("missing.json"), a.clone(), b.clone()],
-        };
-        assert_eq!(
-            s.credentials("docker.io").unwrap(),
-            Some(("dock".into(), "pw".into())),
-            "the first file wins"
-        );
-        assert_eq!(
-            s.credentials("r.example:5000").unwrap(),
-            Some(("u".into(), "p".into()))
-        );
-        assert_eq!(
-            s.credentials("tok.example").unwrap(),
-            None,
-            "identity tokens are skipped"
-        );
-        assert_eq!(s.credentials("other").unwrap(), None);
-        fs::write(&a, "{broken").unwrap();
-        let e = s.credentials("docker.io").unwrap_err().to_string();
-        assert!(e.contains("a.json"), "{e}");
-    }
-
-    #[test]
-    fn logout_removes_and_says_when_there_was_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        let a = d.path().join("auth.json");
-        fs::write(
-            &a,
-            r#"{"auths": {"r.example": {"auth": "dTpw"}, "keep.example": {"auth": "dTpw"}}}"#,
-        )
-        .unwrap();
-        let s = AuthStore {
-            files: vec![a.clone()],
-        };
-        assert_eq!(s.logout("https://r.example/").unwrap(), a);
-        assert_eq!(s.credentials("r.example").unwrap(), None);
-        assert!(s.credentials("keep.example").unwrap().is_some());
-        let e = s.logout("r.example").unwrap_err().to_string();
-        assert!(
-            e.contains("not logged in") && e.contains("auth.json"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn bearer_challenges() {
-        let (realm, p) = bearer_params(
-            r#"Bearer realm="https://t.example/token",service="reg",scope="repository:a:pull""#,
-        )
-        .unwrap();
-        assert_eq!(realm, "https://t.example/token");
-        assert!(p.contains(&("service".into(), "reg".into())));
-        assert!(bearer_params("Basic realm=x").is_none());
-    }
-}
+mod tests;

@@ -48,10 +48,13 @@ use super::reference::ImageName;
 /// Why the config cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read or parsed, or holds a bad value.
     #[error("{file}: {cause}")]
     Bad { file: PathBuf, cause: String },
+    /// A search registry that makes no valid name with the short name given.
     #[error("{0}")]
     Name(#[from] super::reference::NameError),
+    /// The name falls under a `blocked = true` entry.
     #[error("{name}: the registry {registry} is blocked by {file}")]
     Blocked {
         name: String,
@@ -75,13 +78,18 @@ struct File {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryEntry {
+    /// `host[:port]` or `host[:port]/namespace`: the names this entry is for.
     pub prefix: String,
+    /// Where to fetch those names instead (the prefix replaced by this).
     #[serde(default)]
     pub location: Option<String>,
+    /// Plain http is allowed and TLS certificates are not verified.
     #[serde(default)]
     pub insecure: bool,
+    /// Pulls from it are refused.
     #[serde(default)]
     pub blocked: bool,
+    /// Tried in order before the registry.
     #[serde(default)]
     pub mirror: Vec<Mirror>,
 }
@@ -90,7 +98,9 @@ pub struct RegistryEntry {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
+    /// `host[:port]` or `host[:port]/namespace`: replaces the entry's prefix.
     pub location: String,
+    /// As [`RegistryEntry::insecure`], for this mirror.
     #[serde(default)]
     pub insecure: bool,
 }
@@ -102,6 +112,7 @@ pub struct Endpoint {
     pub host: String,
     /// The repository path on that host.
     pub repository: String,
+    /// Plain http and unverified certificates are allowed.
     pub insecure: bool,
     /// True for a mirror (its failures fall through to the next endpoint).
     pub mirror: bool,
@@ -110,12 +121,17 @@ pub struct Endpoint {
 /// The loaded config.
 #[derive(Debug, Clone)]
 pub struct RegistriesConfig {
+    /// The file it was read from (named in errors), whether or not it exists.
     pub file: PathBuf,
+    /// `unqualified-search-registries`.
     pub search: Vec<String>,
+    /// `ca-dir`: `<ca-dir>/<host[:port]>/*.crt`.
     pub ca_dir: PathBuf,
+    /// The `[[registry]]` entries.
     pub registries: Vec<RegistryEntry>,
 }
 
+/// The defaults: search docker.io, CA certificates in `/etc/berth/certs.d`, no entries.
 impl Default for RegistriesConfig {
     fn default() -> Self {
         RegistriesConfig {
@@ -272,112 +288,4 @@ impl RegistriesConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(text: &str) -> Result<RegistriesConfig, ConfigError> {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("registries.toml");
-        fs::write(&p, text).unwrap();
-        RegistriesConfig::load(&p)
-    }
-
-    #[test]
-    fn defaults_and_a_missing_file() {
-        let c = RegistriesConfig::load(Path::new("/nonexistent/registries.toml")).unwrap();
-        assert_eq!(c.search, ["docker.io"]);
-        let names: Vec<String> = c
-            .candidates("alpine")
-            .unwrap()
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
-        assert_eq!(names, ["docker.io/library/alpine:latest"]);
-        let e = c
-            .endpoints(&ImageName::parse("quay.io/a/b").unwrap())
-            .unwrap();
-        assert_eq!(
-            e,
-            [Endpoint {
-                host: "quay.io".into(),
-                repository: "a/b".into(),
-                insecure: false,
-                mirror: false
-            }]
-        );
-        let e = c
-            .endpoints(&ImageName::parse("127.0.0.1:5000/a").unwrap())
-            .unwrap();
-        assert!(e[0].insecure, "loopback registries are insecure by default");
-    }
-
-    #[test]
-    fn search_mirrors_locations_and_blocking() {
-        let c = load(
-            r#"
-unqualified-search-registries = ["r1.example", "r2.example:5000"]
-[[registry]]
-prefix = "docker.io"
-location = "real.example"
-[[registry.mirror]]
-location = "m1.example:5000/cache"
-insecure = true
-[[registry.mirror]]
-location = "m2.example"
-[[registry]]
-prefix = "docker.io/library/blocked"
-blocked = true
-"#,
-        )
-        .unwrap();
-        let names: Vec<String> = c
-            .candidates("me/app:1")
-            .unwrap()
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
-        assert_eq!(names, ["r1.example/me/app:1", "r2.example:5000/me/app:1"]);
-        let e = c
-            .endpoints(&ImageName::parse("docker.io/library/alpine").unwrap())
-            .unwrap();
-        let hosts: Vec<(&str, &str, bool, bool)> = e
-            .iter()
-            .map(|e| (e.host.as_str(), e.repository.as_str(), e.insecure, e.mirror))
-            .collect();
-        assert_eq!(
-            hosts,
-            [
-                ("m1.example:5000", "cache/library/alpine", true, true),
-                ("m2.example", "library/alpine", false, true),
-                ("real.example", "library/alpine", false, false)
-            ]
-        );
-        let err = c
-            .endpoints(&ImageName::parse("docker.io/library/blocked").unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("blocked") && err.contains("registries.toml"),
-            "{err}"
-        );
-        // A prefix matches at a component boundary only.
-        assert!(c
-            .entry_for("docker.io/library/blockedness")
-            .is_some_and(|e| e.prefix == "docker.io"));
-    }
-
-    #[test]
-    fn unknown_keys_are_errors_naming_the_file() {
-        let e = load("unqualified-search-registry = []\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("registries.toml") && e.contains("unqualified-search-registry"),
-            "{e}"
-        );
-        let e = load("[[registry]]\nprefix = \"a\"\ninsecur = true\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("insecur"), "{e}");
-    }
-}
+mod tests;

@@ -22,21 +22,31 @@ use crate::digest::{Algorithm, Digest};
 use crate::platform::{self, Platform};
 use crate::FetchedImage;
 
-/// Hears how a pull goes (a progress bar, plain lines, or nothing).
+/// Hears how a pull goes (a progress bar, plain lines, or nothing). Called from several
+/// tasks at once: one per layer being fetched.
 pub trait Progress: Send + Sync {
+    /// A layer's fetch begins: `size` bytes in all, `resumed_from` of them already in the
+    /// content store's ingest area from an earlier, interrupted pull (0 for a fresh start).
     fn layer_start(&self, digest: &Digest, size: u64, resumed_from: u64);
+    /// More of the layer arrived: `total_so_far` bytes of it are written (resumed bytes
+    /// included).
     fn layer_bytes(&self, digest: &Digest, total_so_far: u64);
+    /// The layer is in the content store, verified. `already_present`: it was there before
+    /// this pull and nothing was fetched.
     fn layer_done(&self, digest: &Digest, already_present: bool);
+    /// Something worth a line: a retry, a mirror that failed, a search registry skipped.
     fn note(&self, message: &str);
 }
 
 /// How to pull.
 #[derive(Debug, Clone)]
 pub struct PullOptions {
+    /// The platform picked from an index (multi-arch image); ignored for a plain manifest.
     pub platform: Platform,
-    /// Blobs fetched at once.
+    /// Blobs fetched at once (default 4).
     pub max_concurrent: usize,
-    /// Retries of a transient failure (connection lost, 5xx), with doubling backoff.
+    /// Retries of a transient failure (connection lost or refused, 5xx), after 200 ms,
+    /// 400 ms, 800 ms… (default 3).
     pub retries: u32,
 }
 
@@ -54,28 +64,50 @@ impl Default for PullOptions {
 /// or registry.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
+    /// The registry has no such repository, tag or digest (HTTP 404).
     #[error("image {image} not found in registry {registry}")]
     NotFound { image: String, registry: String },
-    #[error(
-        "image {image}: registry {registry} refused the credentials (or gave no access): {cause}"
-    )]
+    /// HTTP 401 or 403: no credentials where some are needed, or the wrong ones. `user` is
+    /// the user name sent, if any.
+    #[error("image {image}: registry {registry} refused the credentials{}: {cause}", whose(.user))]
     Unauthorized {
         image: String,
         registry: String,
+        user: Option<String>,
         cause: String,
     },
+    /// No answer: connection refused or lost, TLS failure, timeouts, 5xx after retries.
     #[error("image {image}: registry {registry} is unreachable: {cause}")]
     Unreachable {
         image: String,
         registry: String,
         cause: String,
     },
+    /// A blob (or the manifest a reference pins) whose bytes hash to another digest.
+    #[error(
+        "image {image}: blob {blob}: digest mismatch, the registry sent data hashing to {actual}"
+    )]
+    DigestMismatch {
+        image: String,
+        blob: String,
+        actual: String,
+    },
+    /// A blob that ended before the size its descriptor gives.
+    #[error("image {image}: blob {blob} is truncated: the registry sent {got} of {size} bytes")]
+    Truncated {
+        image: String,
+        blob: String,
+        got: u64,
+        size: u64,
+    },
+    /// Another failure fetching or storing one blob.
     #[error("image {image}: blob {blob}: {cause}")]
     Blob {
         image: String,
         blob: String,
         cause: String,
     },
+    /// A manifest over 4 MiB or a config over 8 MiB.
     #[error("image {image}: {what} is {size} bytes, over the {limit}-byte limit")]
     TooLarge {
         image: String,
@@ -83,18 +115,30 @@ pub enum PullError {
         size: u64,
         limit: u64,
     },
+    /// A manifest, config or layer media type this puller does not take.
     #[error("image {image}: unsupported {what} media type {media_type:?}")]
     MediaType {
         image: String,
         what: &'static str,
         media_type: String,
     },
+    /// A manifest or index that does not parse or lacks what it needs, or no manifest for
+    /// the platform asked for.
     #[error("image {image}: {cause}")]
     Bad { image: String, cause: String },
+    /// The name, or the registries config, forbids the pull.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The credential files cannot be read.
     #[error(transparent)]
     Auth(#[from] AuthError),
+}
+
+fn whose(user: &Option<String>) -> String {
+    match user {
+        Some(u) => format!(" of user {u}"),
+        None => " (none are stored for it: log in first)".to_string(),
+    }
 }
 
 const MAX_MANIFEST: u64 = 4 << 20;
@@ -132,17 +176,42 @@ struct Source {
     client: Client,
     reference: Reference,
     auth: RegistryAuth,
+    /// host[:port], for messages.
     host: String,
+    /// The user name sent, for messages.
+    user: Option<String>,
 }
 
+/// How bad a failure is, which decides what comes next.
 enum Failure {
-    /// Try the next endpoint or scheme (connection refused, TLS failure, a mirror's 404).
+    /// Worth trying again at the same source after a pause: a 5xx, a connection lost in
+    /// the middle, a timeout.
+    Retry(PullError),
+    /// This source will not do; the next one (mirror, scheme) may: connection refused, TLS
+    /// failure, not found.
     Next(PullError),
-    /// Stop here.
+    /// Stop the pull: bad credentials, bad data, an unsupported image.
     Stop(PullError),
 }
 
+/// Which of an image's blobs a fetch is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlobKind {
+    Config,
+    Layer,
+}
+
+/// One blob to fetch.
+#[derive(Debug)]
+struct Wanted {
+    digest: Digest,
+    size: u64,
+    kind: BlobKind,
+}
+
 impl Puller {
+    /// A puller storing into `store`, reaching registries as `config` says, with the
+    /// credentials `auth` finds. Installs rustls's ring provider if none is.
     pub fn new(store: ContentStore, config: RegistriesConfig, auth: AuthStore) -> Puller {
         super::init_tls();
         Puller {
@@ -152,6 +221,8 @@ impl Puller {
         }
     }
 
+    /// An oci-client client for one endpoint and scheme. oci-client picks http or https per
+    /// client, so an insecure endpoint gets two: https first, then plain http.
     fn client(&self, e: &Endpoint, http: bool, opts: &PullOptions) -> Client {
         let extra = self
             .config
@@ -171,14 +242,16 @@ impl Puller {
             accept_invalid_certificates: e.insecure,
             extra_root_certificates: extra,
             platform_resolver: None,
-            max_concurrent_download: opts.max_concurrent,
+            max_concurrent_download: opts.max_concurrent.max(1),
             connect_timeout: Some(Duration::from_secs(15)),
             read_timeout: Some(Duration::from_secs(60)),
             ..Default::default()
         })
     }
 
-    /// Pulls `name` (short names resolved through the config's search registries).
+    /// Pulls `name` (short names resolved through the config's search registries, tried in
+    /// order while the image is not found or the registry does not answer): the index if
+    /// any, the platform's manifest, its config and layers all end up in the content store.
     pub async fn pull(
         &self,
         name: &str,
@@ -186,15 +259,13 @@ impl Puller {
         progress: Arc<dyn Progress>,
     ) -> Result<FetchedImage, PullError> {
         let candidates = self.config.candidates(name)?;
-        let last = candidates.len() - 1;
+        let count = candidates.len();
         for (i, cand) in candidates.into_iter().enumerate() {
             match self.pull_one(&cand, opts, progress.clone()).await {
-                // A short name: the next search registry may have it.
                 Err(e @ (PullError::NotFound { .. } | PullError::Unreachable { .. }))
-                    if i < last =>
+                    if i + 1 < count =>
                 {
                     progress.note(&format!("{e}; trying the next search registry"));
-                    continue;
                 }
                 other => return other,
             }
@@ -205,6 +276,7 @@ impl Puller {
         })
     }
 
+    /// Pulls one fully qualified name: its mirrors in order, then the registry.
     async fn pull_one(
         &self,
         name: &ImageName,
@@ -215,27 +287,37 @@ impl Puller {
         let endpoints = self.config.endpoints(name)?;
         let mut last_err = None;
         for e in &endpoints {
-            let creds = self.auth.credentials(&e.host)?;
-            let auth = match creds {
-                Some((u, p)) => RegistryAuth::Basic(u, p),
-                None => RegistryAuth::Anonymous,
+            let (auth, user) = match self.auth.credentials(&e.host)? {
+                Some((u, p)) => (RegistryAuth::Basic(u.clone(), p), Some(u)),
+                None => {
+                    if let Some(f) = self.auth.identity_token_only(&e.host) {
+                        progress.note(&format!(
+                            "{}: the entry for {} holds only an identity token, which is not used; pulling without credentials",
+                            f.display(),
+                            e.host
+                        ));
+                    }
+                    (RegistryAuth::Anonymous, None)
+                }
+            };
+            let reference = match (&name.digest, name.tag_or_latest()) {
+                (Some(d), _) => {
+                    Reference::with_digest(e.host.clone(), e.repository.clone(), d.to_string())
+                }
+                (None, t) => Reference::with_tag(
+                    e.host.clone(),
+                    e.repository.clone(),
+                    t.unwrap_or("latest").to_string(),
+                ),
             };
             let schemes: &[bool] = if e.insecure { &[false, true] } else { &[false] };
-            for &http in schemes {
-                let reference = match (&name.tag_or_latest(), &name.digest) {
-                    (_, Some(d)) => {
-                        Reference::with_digest(e.host.clone(), e.repository.clone(), d.to_string())
-                    }
-                    (Some(t), None) => {
-                        Reference::with_tag(e.host.clone(), e.repository.clone(), t.to_string())
-                    }
-                    (None, None) => unreachable!("a name without tag has a digest"),
-                };
+            for (i, &http) in schemes.iter().enumerate() {
                 let src = Source {
                     client: self.client(e, http, opts),
-                    reference,
+                    reference: reference.clone(),
                     auth: auth.clone(),
                     host: e.host.clone(),
+                    user: user.clone(),
                 };
                 match self
                     .try_source(&src, name, &image, opts, progress.clone())
@@ -243,8 +325,8 @@ impl Puller {
                 {
                     Ok(f) => return Ok(f),
                     Err(Failure::Stop(err)) => return Err(err),
-                    Err(Failure::Next(err)) => {
-                        if e.mirror {
+                    Err(Failure::Next(err) | Failure::Retry(err)) => {
+                        if e.mirror && i + 1 == schemes.len() {
                             progress
                                 .note(&format!("mirror {}: {err}; trying the next source", e.host));
                         }
@@ -259,6 +341,46 @@ impl Puller {
         }))
     }
 
+    /// Fetches a manifest (or index) by tag or digest, retrying transient failures; at most
+    /// 4 MiB, and hashing to the digest the reference pins, if any. oci-client reads the
+    /// whole body before the size can be checked: a registry could send more, but nothing
+    /// over the limit is parsed or stored.
+    async fn manifest(
+        &self,
+        src: &Source,
+        reference: &Reference,
+        image: &str,
+        pinned: Option<&Digest>,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<(Vec<u8>, Value), Failure> {
+        let mut attempt = 0;
+        let bytes = loop {
+            match src
+                .client
+                .pull_manifest_raw(reference, &src.auth, ACCEPT)
+                .await
+            {
+                Ok((b, _)) => break b,
+                Err(e) => match classify(e, image, src, "manifest") {
+                    Failure::Retry(err) if attempt < opts.retries => {
+                        attempt += 1;
+                        progress.note(&format!(
+                            "manifest: {err}; retrying ({attempt}/{})",
+                            opts.retries
+                        ));
+                        backoff(attempt).await;
+                    }
+                    Failure::Retry(err) => return Err(Failure::Next(err)),
+                    other => return Err(other),
+                },
+            }
+        };
+        check_manifest(image, &bytes, pinned)
+            .map(|v| (bytes.to_vec(), v))
+            .map_err(Failure::Stop)
+    }
+
     async fn try_source(
         &self,
         src: &Source,
@@ -267,123 +389,73 @@ impl Puller {
         opts: &PullOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<FetchedImage, Failure> {
-        let classify = |e: OciDistributionError, what: &str| classify(e, image, &src.host, what);
-        let (bytes, _) = src
-            .client
-            .pull_manifest_raw(&src.reference, &src.auth, ACCEPT)
-            .await
-            .map_err(|e| classify(e, "manifest"))?;
+        let stop = |cause: String| {
+            Failure::Stop(PullError::Bad {
+                image: image.to_string(),
+                cause,
+            })
+        };
         let (mut manifest_bytes, mut value) = self
-            .check_manifest(image, &bytes, name.digest.as_ref())
-            .map_err(Failure::Stop)?;
+            .manifest(
+                src,
+                &src.reference,
+                image,
+                name.digest.as_ref(),
+                opts,
+                &*progress,
+            )
+            .await?;
         let mut media = media_type(&value);
+        let mut index = None;
         if platform::INDEX_TYPES.contains(&media.as_str()) {
-            let index_digest = Digest::of(Algorithm::Sha256, &manifest_bytes);
-            self.store
-                .put(&index_digest, &manifest_bytes)
-                .map_err(|e| Failure::Stop(content_err(image, e)))?;
-            let chosen = platform::select(&value, &opts.platform).map_err(|cause| {
-                Failure::Stop(PullError::Bad {
-                    image: image.to_string(),
-                    cause,
-                })
-            })?;
+            let chosen = platform::select(&value, &opts.platform).map_err(stop)?;
             let d: Digest = chosen["digest"]
                 .as_str()
                 .unwrap_or("")
                 .parse()
-                .map_err(|e| {
-                    Failure::Stop(PullError::Bad {
-                        image: image.to_string(),
-                        cause: format!("index entry digest: {e}"),
-                    })
-                })?;
+                .map_err(|e| stop(format!("index entry digest: {e}")))?;
             let by_digest = Reference::with_digest(
                 src.reference.registry().to_string(),
                 src.reference.repository().to_string(),
                 d.to_string(),
             );
-            let (b, _) = src
-                .client
-                .pull_manifest_raw(&by_digest, &src.auth, ACCEPT)
-                .await
-                .map_err(|e| classify(e, "manifest"))?;
-            let (mb, v) = self
-                .check_manifest(image, &b, Some(&d))
-                .map_err(Failure::Stop)?;
-            manifest_bytes = mb;
-            value = v;
+            index = Some(manifest_bytes);
+            (manifest_bytes, value) = self
+                .manifest(src, &by_digest, image, Some(&d), opts, &*progress)
+                .await?;
             media = media_type(&value);
         }
         if !platform::MANIFEST_TYPES.contains(&media.as_str()) {
             return Err(Failure::Stop(PullError::MediaType {
                 image: image.to_string(),
-                what: "manifest",
+                what: if platform::INDEX_TYPES.contains(&media.as_str()) {
+                    "manifest (an index inside an index)"
+                } else {
+                    "manifest"
+                },
                 media_type: media,
             }));
         }
         let manifest_digest = Digest::of(Algorithm::Sha256, &manifest_bytes);
         let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&manifest_bytes)
-            .map_err(|e| {
-                Failure::Stop(PullError::Bad {
-                    image: image.to_string(),
-                    cause: format!("manifest {manifest_digest}: {e}"),
-                })
-            })?;
-        // Every blob first checked, before anything is fetched.
-        let config_type = manifest.config().media_type().to_string();
-        if !CONFIG_TYPES.contains(&config_type.as_str()) {
-            return Err(Failure::Stop(PullError::MediaType {
-                image: image.to_string(),
-                what: "config",
-                media_type: config_type,
-            }));
-        }
-        if manifest.config().size() > MAX_CONFIG {
-            return Err(Failure::Stop(PullError::TooLarge {
-                image: image.to_string(),
-                what: "the config",
-                size: manifest.config().size(),
-                limit: MAX_CONFIG,
-            }));
-        }
-        let mut blobs = vec![(
-            digest_of(image, manifest.config().digest().as_ref()).map_err(Failure::Stop)?,
-            manifest.config().size(),
-            false,
-        )];
-        for l in manifest.layers() {
-            let mt = l.media_type().to_string();
-            if !LAYER_TYPES.contains(&mt.as_str()) {
-                let why = if mt.contains("nondistributable") || mt.contains("foreign") {
-                    "layer (non-distributable layers are not fetched)"
-                } else {
-                    "layer"
-                };
-                return Err(Failure::Stop(PullError::MediaType {
-                    image: image.to_string(),
-                    what: why,
-                    media_type: mt,
-                }));
-            }
-            blobs.push((
-                digest_of(image, l.digest().as_ref()).map_err(Failure::Stop)?,
-                l.size(),
-                true,
-            ));
-        }
-        let fetches = futures_util::stream::iter(blobs.into_iter().map(|(d, size, layer)| {
+            .map_err(|e| stop(format!("manifest {manifest_digest}: {e}")))?;
+        let wanted = wanted_blobs(image, &manifest).map_err(Failure::Stop)?;
+        let fetches = futures_util::stream::iter(wanted.into_iter().map(|w| {
             let progress = progress.clone();
-            async move {
-                self.fetch_blob(src, image, &d, size, layer, opts, progress)
-                    .await
-            }
+            async move { self.fetch_blob(src, image, &w, opts, &*progress).await }
         }))
         .buffer_unordered(opts.max_concurrent.max(1));
         fetches.try_collect::<Vec<()>>().await?;
+        // The index and the manifest last: a manifest in the store means its blobs are too.
+        if let Some(bytes) = index {
+            let d = Digest::of(Algorithm::Sha256, &bytes);
+            self.store
+                .put(&d, &bytes)
+                .map_err(|e| stop(format!("store the index {d}: {}", chain(&e))))?;
+        }
         self.store
             .put(&manifest_digest, &manifest_bytes)
-            .map_err(|e| Failure::Stop(content_err(image, e)))?;
+            .map_err(|e| stop(format!("store the manifest: {}", chain(&e))))?;
         Ok(FetchedImage {
             name: Some(name.to_string()),
             manifest_digest,
@@ -391,50 +463,21 @@ impl Puller {
         })
     }
 
-    /// Size limit, JSON, and the digest the reference pins.
-    fn check_manifest(
-        &self,
-        image: &str,
-        bytes: &[u8],
-        pinned: Option<&Digest>,
-    ) -> Result<(Vec<u8>, Value), PullError> {
-        if bytes.len() as u64 > MAX_MANIFEST {
-            return Err(PullError::TooLarge {
-                image: image.to_string(),
-                what: "the manifest",
-                size: bytes.len() as u64,
-                limit: MAX_MANIFEST,
-            });
-        }
-        if let Some(want) = pinned {
-            let got = Digest::of(want.algorithm(), bytes);
-            if &got != want {
-                return Err(PullError::Blob {
-                    image: image.to_string(),
-                    blob: want.to_string(),
-                    cause: format!("the registry sent a manifest hashing to {got}"),
-                });
-            }
-        }
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| PullError::Bad {
-            image: image.to_string(),
-            cause: format!("the manifest is not JSON: {e}"),
-        })?;
-        Ok((bytes.to_vec(), v))
-    }
-
-    #[allow(clippy::too_many_arguments)]
+    /// Fetches one blob into the content store, resuming what an earlier attempt (or an
+    /// earlier, killed pull) left in the ingest area, retrying transient failures. Bad data
+    /// (another digest, too short, too long) is dropped, never resumed from.
     async fn fetch_blob(
         &self,
         src: &Source,
         image: &str,
-        d: &Digest,
-        size: u64,
-        layer: bool,
+        want: &Wanted,
         opts: &PullOptions,
-        progress: Arc<dyn Progress>,
+        progress: &dyn Progress,
     ) -> Result<(), Failure> {
-        let blob_err = |cause: String| {
+        let d = &want.digest;
+        let size = want.size;
+        let layer = want.kind == BlobKind::Layer;
+        let fatal = |cause: String| {
             Failure::Stop(PullError::Blob {
                 image: image.to_string(),
                 blob: d.to_string(),
@@ -446,112 +489,271 @@ impl Puller {
             let Some(mut w) = self
                 .store
                 .writer(d, Some(size))
-                .map_err(|e| Failure::Stop(content_err(image, e)))?
+                .map_err(|e| fatal(format!("content store: {}", chain(&e))))?
             else {
                 if layer {
                     progress.layer_done(d, true);
                 }
                 return Ok(());
             };
-            let offset = w.offset();
+            let resumed_from = w.offset();
             if layer {
-                progress.layer_start(d, size, offset);
+                progress.layer_start(d, size, resumed_from);
             }
-            let digest_str = d.to_string();
-            let result: Result<(), Failure> = async {
-                let resp = if offset > 0 && offset < size {
-                    src.client
-                        .pull_blob_stream_partial(&src.reference, digest_str.as_str(), offset, None)
-                        .await
-                } else {
-                    src.client
-                        .pull_blob_stream(&src.reference, digest_str.as_str())
-                        .await
-                        .map(BlobResponse::Full)
-                }
-                .map_err(|e| classify(e, image, &src.host, "blob"))?;
-                let mut stream = match resp {
-                    BlobResponse::Partial(s) => s,
-                    BlobResponse::Full(s) => {
-                        if w.offset() > 0 {
-                            // The registry sent it all: start the blob again.
-                            w.reset()
-                                .map_err(|e| Failure::Stop(content_err(image, e)))?;
-                        }
-                        s
-                    }
-                };
-                while let Some(chunk) = stream.next().await {
-                    if let Err(e) = &chunk {
-                        // oci-client verifies a whole blob as it ends: the bytes written are
-                        // bad, never to be resumed from.
-                        let bad = e
-                            .get_ref()
-                            .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>());
-                        if bad {
-                            return Err(blob_err(format!("the registry sent other data: {e}")));
-                        }
-                    }
-                    let chunk = chunk.map_err(|e| {
-                        Failure::Next(PullError::Unreachable {
-                            image: image.to_string(),
-                            registry: src.host.clone(),
-                            cause: format!("blob {d}: {e}"),
-                        })
-                    })?;
-                    w.write_data(&chunk).map_err(|e| blob_err(e.to_string()))?;
-                    if layer {
-                        progress.layer_bytes(d, w.offset());
-                    }
-                }
+            let result = if resumed_from == size {
                 Ok(())
-            }
-            .await;
-            match result {
-                Ok(()) => {
-                    if w.offset() < size {
-                        // The connection ended early: keep what came, resume.
-                        let got = w.offset();
-                        drop(w);
-                        if attempt < opts.retries {
-                            attempt += 1;
-                            backoff(attempt).await;
-                            continue;
+            } else {
+                self.stream_into(src, image, want, &mut w, progress).await
+            };
+            let failure = match result {
+                Ok(()) => match w.commit() {
+                    Ok(()) => {
+                        if layer {
+                            progress.layer_done(d, false);
                         }
-                        return Err(blob_err(format!(
-                            "truncated: the registry sent {got} of {size} bytes"
-                        )));
+                        return Ok(());
                     }
-                    w.commit().map_err(|e| blob_err(e.to_string()))?;
-                    if layer {
-                        progress.layer_done(d, false);
+                    // What an earlier pull left was not a prefix of this blob: it is gone
+                    // now (commit removes bad data); fetch the whole blob once more.
+                    Err(ContentError::DigestMismatch { .. })
+                        if resumed_from > 0 && attempt == 0 =>
+                    {
+                        attempt += 1;
+                        progress.note(&format!(
+                            "blob {d}: the partial data kept from before was bad; fetching it again"
+                        ));
+                        continue;
                     }
-                    return Ok(());
-                }
-                Err(Failure::Next(e)) if attempt < opts.retries => {
+                    Err(ContentError::DigestMismatch { actual, .. }) => {
+                        return Err(Failure::Stop(PullError::DigestMismatch {
+                            image: image.to_string(),
+                            blob: d.to_string(),
+                            actual: actual.to_string(),
+                        }))
+                    }
+                    Err(ContentError::SizeMismatch { actual, .. }) => {
+                        return Err(Failure::Stop(PullError::Truncated {
+                            image: image.to_string(),
+                            blob: d.to_string(),
+                            got: actual,
+                            size,
+                        }))
+                    }
+                    Err(e) => return Err(fatal(format!("content store: {}", chain(&e)))),
+                },
+                Err(f) => f,
+            };
+            match failure {
+                Failure::Retry(e) | Failure::Next(e @ PullError::Unreachable { .. })
+                    if attempt < opts.retries =>
+                {
+                    // Keep what arrived: the next attempt resumes from it.
                     drop(w);
                     attempt += 1;
-                    progress.note(&format!(
-                        "blob {}: {e}; retrying ({attempt}/{})",
-                        d, opts.retries
-                    ));
+                    progress.note(&format!("{e}; retrying ({attempt}/{})", opts.retries));
                     backoff(attempt).await;
                 }
-                Err(Failure::Stop(e)) => {
+                Failure::Stop(e) => {
                     let _ = w.abort();
                     return Err(Failure::Stop(e));
                 }
-                Err(Failure::Next(e)) => {
+                // Out of retries, or the source does not have it: the next source may.
+                Failure::Retry(e) | Failure::Next(e) => {
                     drop(w);
-                    return Err(Failure::Stop(e));
+                    return Err(Failure::Next(e));
                 }
             }
         }
     }
+
+    /// Streams the rest of a blob (from `w.offset()`) into `w`. A whole blob is verified by
+    /// oci-client as it ends; a ranged one is not (oci-client cannot), so the content store
+    /// verifies it at commit.
+    async fn stream_into(
+        &self,
+        src: &Source,
+        image: &str,
+        want: &Wanted,
+        w: &mut crate::content::Writer,
+        progress: &dyn Progress,
+    ) -> Result<(), Failure> {
+        let d = &want.digest;
+        let size = want.size;
+        let digest_str = d.to_string();
+        let offset = w.offset();
+        let resp = if offset > 0 {
+            src.client
+                .pull_blob_stream_partial(&src.reference, digest_str.as_str(), offset, None)
+                .await
+        } else {
+            src.client
+                .pull_blob_stream(&src.reference, digest_str.as_str())
+                .await
+                .map(BlobResponse::Full)
+        }
+        .map_err(|e| classify(e, image, src, &format!("blob {d}")))?;
+        let mut stream = match resp {
+            BlobResponse::Partial(s) => s,
+            BlobResponse::Full(s) => {
+                if w.offset() > 0 {
+                    // The registry ignored the range and sent it all: start again.
+                    w.reset().map_err(|e| {
+                        Failure::Stop(PullError::Blob {
+                            image: image.to_string(),
+                            blob: d.to_string(),
+                            cause: format!("content store: {}", chain(&e)),
+                        })
+                    })?;
+                }
+                s
+            }
+        };
+        let truncated = |got: u64| {
+            Failure::Stop(PullError::Truncated {
+                image: image.to_string(),
+                blob: d.to_string(),
+                got,
+                size,
+            })
+        };
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    // oci-client checks a whole blob's digest as it ends.
+                    if let Some(oci_client::errors::DigestError::VerificationError {
+                        actual, ..
+                    }) = e
+                        .get_ref()
+                        .and_then(|i| i.downcast_ref::<oci_client::errors::DigestError>())
+                    {
+                        if w.offset() < size {
+                            return Err(truncated(w.offset()));
+                        }
+                        return Err(Failure::Stop(PullError::DigestMismatch {
+                            image: image.to_string(),
+                            blob: d.to_string(),
+                            actual: actual.clone(),
+                        }));
+                    }
+                    return Err(Failure::Retry(PullError::Unreachable {
+                        image: image.to_string(),
+                        registry: src.host.clone(),
+                        cause: format!(
+                            "blob {d}: the connection broke after {} bytes: {e}",
+                            w.offset()
+                        ),
+                    }));
+                }
+            };
+            w.write_data(&chunk).map_err(|e| match e {
+                ContentError::TooLarge { .. } => Failure::Stop(PullError::Blob {
+                    image: image.to_string(),
+                    blob: d.to_string(),
+                    cause: format!(
+                        "the registry sent more than the {size} bytes the manifest gives"
+                    ),
+                }),
+                e => Failure::Stop(PullError::Blob {
+                    image: image.to_string(),
+                    blob: d.to_string(),
+                    cause: format!("content store: {}", chain(&e)),
+                }),
+            })?;
+            if want.kind == BlobKind::Layer {
+                progress.layer_bytes(d, w.offset());
+            }
+        }
+        if w.offset() < size {
+            // The registry's own copy is short (a lost connection is an error above).
+            return Err(truncated(w.offset()));
+        }
+        Ok(())
+    }
 }
 
+/// The config and layers of `manifest`, each checked (media type, size, digest) before
+/// anything is fetched.
+fn wanted_blobs(
+    image: &str,
+    manifest: &oci_spec::image::ImageManifest,
+) -> Result<Vec<Wanted>, PullError> {
+    let config_type = manifest.config().media_type().to_string();
+    if !CONFIG_TYPES.contains(&config_type.as_str()) {
+        return Err(PullError::MediaType {
+            image: image.to_string(),
+            what: "config",
+            media_type: config_type,
+        });
+    }
+    if manifest.config().size() > MAX_CONFIG {
+        return Err(PullError::TooLarge {
+            image: image.to_string(),
+            what: "the config",
+            size: manifest.config().size(),
+            limit: MAX_CONFIG,
+        });
+    }
+    let mut out = vec![Wanted {
+        digest: digest_of(image, manifest.config().digest().as_ref())?,
+        size: manifest.config().size(),
+        kind: BlobKind::Config,
+    }];
+    for l in manifest.layers() {
+        let mt = l.media_type().to_string();
+        if !LAYER_TYPES.contains(&mt.as_str()) {
+            let what = if mt.contains("nondistributable") || mt.contains("foreign") {
+                "layer (non-distributable and foreign layers are not fetched)"
+            } else {
+                "layer"
+            };
+            return Err(PullError::MediaType {
+                image: image.to_string(),
+                what,
+                media_type: mt,
+            });
+        }
+        out.push(Wanted {
+            digest: digest_of(image, l.digest().as_ref())?,
+            size: l.size(),
+            kind: BlobKind::Layer,
+        });
+    }
+    Ok(out)
+}
+
+/// Size limit, the digest the reference pins, and JSON.
+fn check_manifest(image: &str, bytes: &[u8], pinned: Option<&Digest>) -> Result<Value, PullError> {
+    if bytes.len() as u64 > MAX_MANIFEST {
+        return Err(PullError::TooLarge {
+            image: image.to_string(),
+            what: "the manifest",
+            size: bytes.len() as u64,
+            limit: MAX_MANIFEST,
+        });
+    }
+    if let Some(want) = pinned {
+        let got = Digest::of(want.algorithm(), bytes);
+        if &got != want {
+            return Err(PullError::DigestMismatch {
+                image: image.to_string(),
+                blob: want.to_string(),
+                actual: got.to_string(),
+            });
+        }
+    }
+    serde_json::from_slice(bytes).map_err(|e| PullError::Bad {
+        image: image.to_string(),
+        cause: format!("the manifest is not JSON: {e}"),
+    })
+}
+
+/// 200 ms, 400 ms, 800 ms… capped at 12.8 s.
 async fn backoff(attempt: u32) {
-    tokio::time::sleep(Duration::from_millis(200u64 << (attempt - 1).min(6))).await;
+    tokio::time::sleep(Duration::from_millis(
+        200u64 << attempt.saturating_sub(1).min(6),
+    ))
+    .await;
 }
 
 fn media_type(v: &Value) -> String {
@@ -571,21 +773,50 @@ fn digest_of(image: &str, s: &str) -> Result<Digest, PullError> {
     })
 }
 
-fn content_err(image: &str, e: ContentError) -> PullError {
-    PullError::Bad {
-        image: image.to_string(),
-        cause: e.to_string(),
+/// An error and its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        src = s.source();
     }
+    out
 }
 
-/// Sorts a client error into: not found, auth, try-elsewhere (network), or fatal.
-fn classify(e: OciDistributionError, image: &str, host: &str, what: &str) -> Failure {
+/// Sorts a client error into retry-here, try-elsewhere, or stop; `what` is the thing
+/// fetched ("manifest", "blob sha256:…").
+fn classify(e: OciDistributionError, image: &str, src: &Source, what: &str) -> Failure {
     use OciDistributionError as E;
-    let registry = host.to_string();
+    let registry = src.host.clone();
     let image = image.to_string();
+    let is_blob = what.starts_with("blob");
+    let not_found = |image: String, registry: String| {
+        if is_blob {
+            Failure::Next(PullError::Blob {
+                image,
+                blob: what.trim_start_matches("blob ").to_string(),
+                cause: format!("not found in registry {registry}"),
+            })
+        } else {
+            Failure::Next(PullError::NotFound { image, registry })
+        }
+    };
+    let unauthorized = |image: String, registry: String, cause: String| {
+        Failure::Stop(PullError::Unauthorized {
+            image,
+            registry,
+            user: src.user.clone(),
+            cause,
+        })
+    };
     match e {
-        E::ImageManifestNotFoundError(_) => Failure::Next(PullError::NotFound { image, registry }),
-        E::RegistryError { envelope, .. } => {
+        E::ImageManifestNotFoundError(_) => not_found(image, registry),
+        E::RegistryError { envelope, url } => {
             let text = envelope
                 .errors
                 .iter()
@@ -596,43 +827,28 @@ fn classify(e: OciDistributionError, image: &str, host: &str, what: &str) -> Fai
                 "{:?}",
                 envelope.errors.iter().map(|x| &x.code).collect::<Vec<_>>()
             );
-            if codes.contains("ManifestUnknown")
-                || codes.contains("NameUnknown")
-                || codes.contains("NotFound")
-                || codes.contains("BlobUnknown")
+            if ["ManifestUnknown", "NameUnknown", "NotFound", "BlobUnknown"]
+                .iter()
+                .any(|c| codes.contains(c))
             {
-                Failure::Next(PullError::NotFound { image, registry })
+                not_found(image, registry)
             } else if codes.contains("Unauthorized") || codes.contains("Denied") {
-                Failure::Stop(PullError::Unauthorized {
-                    image,
-                    registry,
-                    cause: text,
-                })
+                unauthorized(image, registry, format!("{text} ({url})"))
             } else {
                 Failure::Stop(PullError::Bad {
                     image,
-                    cause: format!("{what}: {text}"),
+                    cause: format!("{what}: the registry answered {codes}: {text} ({url})"),
                 })
             }
         }
-        E::UnauthorizedError { url } => Failure::Stop(PullError::Unauthorized {
-            image,
-            registry,
-            cause: format!("401 from {url}"),
-        }),
-        E::AuthenticationFailure(m) => Failure::Stop(PullError::Unauthorized {
-            image,
-            registry,
-            cause: m,
-        }),
+        E::UnauthorizedError { url } => {
+            unauthorized(image, registry, format!("HTTP 401 from {url}"))
+        }
+        E::AuthenticationFailure(m) => unauthorized(image, registry, m),
         E::ServerError { code, url, message } => match code {
-            404 => Failure::Next(PullError::NotFound { image, registry }),
-            401 | 403 => Failure::Stop(PullError::Unauthorized {
-                image,
-                registry,
-                cause: format!("HTTP {code} from {url}"),
-            }),
-            500..=599 => Failure::Next(PullError::Unreachable {
+            404 => not_found(image, registry),
+            401 | 403 => unauthorized(image, registry, format!("HTTP {code} from {url}")),
+            500..=599 => Failure::Retry(PullError::Unreachable {
                 image,
                 registry,
                 cause: format!("HTTP {code} from {url}: {}", message.trim()),
@@ -643,20 +859,20 @@ fn classify(e: OciDistributionError, image: &str, host: &str, what: &str) -> Fai
             }),
         },
         E::RequestError(r) => {
-            let mut cause = r.to_string();
-            let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&r);
-            while let Some(s) = src {
-                cause.push_str(": ");
-                cause.push_str(&s.to_string());
-                src = s.source();
-            }
-            Failure::Next(PullError::Unreachable {
+            let connect = r.is_connect();
+            let err = PullError::Unreachable {
                 image,
                 registry,
-                cause,
-            })
+                cause: chain(&r),
+            };
+            // Refused, no route, TLS refused: pausing will not help; another source may.
+            if connect {
+                Failure::Next(err)
+            } else {
+                Failure::Retry(err)
+            }
         }
-        E::IoError(io) => Failure::Next(PullError::Unreachable {
+        E::IoError(io) => Failure::Retry(PullError::Unreachable {
             image,
             registry,
             cause: io.to_string(),
@@ -668,7 +884,10 @@ fn classify(e: OciDistributionError, image: &str, host: &str, what: &str) -> Fai
         }),
         other => Failure::Stop(PullError::Bad {
             image,
-            cause: format!("{what}: {other}"),
+            cause: format!("{what}: {}", chain(&other)),
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;

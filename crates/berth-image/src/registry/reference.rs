@@ -11,7 +11,9 @@ pub struct ImageName {
     pub registry: String,
     /// `library/busybox`, `org/app`.
     pub repository: String,
+    /// The tag given, if any (see [`ImageName::tag_or_latest`]).
     pub tag: Option<String>,
+    /// The manifest digest given after `@`, if any; a pull checks the manifest against it.
     pub digest: Option<Digest>,
 }
 
@@ -19,7 +21,9 @@ pub struct ImageName {
 #[derive(Debug, thiserror::Error)]
 #[error("{name:?} is not a valid image name: {cause}")]
 pub struct NameError {
+    /// The string as given.
     pub name: String,
+    /// What is wrong with it.
     pub cause: String,
 }
 
@@ -157,38 +161,4 @@ impl fmt::Display for ImageName {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_as_docker_reads_them() {
-        let p = |s: &str| ImageName::parse(s).unwrap().to_string();
-        assert_eq!(p("alpine"), "docker.io/library/alpine:latest");
-        assert_eq!(p("library/alpine:3"), "docker.io/library/alpine:3");
-        assert_eq!(p("docker.io/alpine"), "docker.io/library/alpine:latest");
-        assert_eq!(p("index.docker.io/me/app:v1"), "docker.io/me/app:v1");
-        assert_eq!(p("127.0.0.1:5000/a/b:tag"), "127.0.0.1:5000/a/b:tag");
-        assert_eq!(p("localhost/x"), "localhost/x:latest");
-        let d = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(p(&format!("quay.io/x/y@{d}")), format!("quay.io/x/y@{d}"));
-        assert_eq!(
-            p(&format!("quay.io/x/y:1@{d}")),
-            format!("quay.io/x/y:1@{d}")
-        );
-        for bad in [
-            "",
-            "UPPER/case",
-            "a//b",
-            "x:",
-            "x:-bad",
-            "quay.io/x@sha256:zz",
-            "-x",
-        ] {
-            assert!(ImageName::parse(bad).is_err(), "{bad:?}");
-        }
-        assert!(ImageName::is_fully_qualified("localhost/x"));
-        assert!(ImageName::is_fully_qualified("a.b/x"));
-        assert!(!ImageName::is_fully_qualified("me/app"));
-        assert!(!ImageName::is_fully_qualified("alpine"));
-    }
-}
+mod tests;

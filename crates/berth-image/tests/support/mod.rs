@@ -127,7 +127,7 @@ impl Registry {
             token,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !r.ready() {
             assert!(
                 Instant::now() < deadline,
                 "the registry did not start: {}",
@@ -138,6 +138,31 @@ impl Registry {
         r
     }
 
+    /// True once `/v2/` answers (200, or 401 asking for credentials). Over TLS, once the
+    /// port accepts connections.
+    fn ready(&self) -> bool {
+        let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        if self.mode == Mode::Tls {
+            return true;
+        }
+        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+        if write!(
+            c,
+            "GET /v2/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.host()
+        )
+        .is_err()
+        {
+            return false;
+        }
+        let mut status = String::new();
+        let _ = BufReader::new(c).read_line(&mut status);
+        status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.1 401")
+    }
+
+    /// `127.0.0.1:<port>`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -463,12 +488,45 @@ pub fn busybox_layout(marker: &str) -> Layout {
     let l = Layout::new("t");
     let tree = l.dir.path().join("tree");
     std::fs::create_dir_all(tree.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox"))
+        .expect("copy /bin/busybox (Debian's busybox-static)");
     for a in ["sh", "cat", "ls", "echo", "true"] {
         std::os::unix::fs::symlink("busybox", tree.join("bin").join(a)).unwrap();
     }
     std::fs::write(tree.join("marker"), marker).unwrap();
     l.insert("t", &tree, "/");
     l.config("t", &["--config.cmd", "/bin/sh"]);
+    l
+}
+
+/// Bytes that do not compress: a layer made of them stays about their size.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A small image with no binaries, as an OCI layout at tag `t`: one layer holding
+/// `/marker` (its text is `marker`), `/etc/hostname` and `/data/noise` (256 KiB that do not
+/// compress, so that a layer can be cut in half).
+pub fn files_layout(marker: &str) -> Layout {
+    let l = Layout::new("t");
+    let tree = l.dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::create_dir_all(tree.join("data")).unwrap();
+    std::fs::write(tree.join("marker"), marker).unwrap();
+    std::fs::write(tree.join("etc/hostname"), "berth-test\n").unwrap();
+    let seed = marker
+        .bytes()
+        .fold(7u64, |a, b| a.wrapping_mul(31) ^ b as u64);
+    std::fs::write(tree.join("data/noise"), noise(256 << 10, seed)).unwrap();
+    l.insert("t", &tree, "/");
+    l.config("t", &["--config.cmd", "/marker"]);
     l
 }

@@ -1,0 +1,120 @@
+use super::*;
+
+#[test]
+fn reads_each_form_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a.json");
+    let b = d.path().join("b.json");
+    fs::write(
+        &a,
+        r#"{"auths": {"https://index.docker.io/v1/": {"auth": "ZG9jazpwdw=="}}}"#,
+    )
+    .unwrap();
+    fs::write(&b, r#"{"auths": {"r.example:5000": {"username": "u", "password": "p"}, "docker.io": {"auth": "b3RoZXI6eA=="}, "tok.example": {"identitytoken": "x"}}}"#).unwrap();
+    let s = AuthStore {
+        files: vec![d.path().join("missing.json"), a.clone(), b.clone()],
+    };
+    assert_eq!(
+        s.credentials("docker.io").unwrap(),
+        Some(("dock".into(), "pw".into())),
+        "the first file wins"
+    );
+    assert_eq!(
+        s.credentials("r.example:5000").unwrap(),
+        Some(("u".into(), "p".into()))
+    );
+    assert_eq!(
+        s.credentials("tok.example").unwrap(),
+        None,
+        "identity tokens are skipped"
+    );
+    assert_eq!(s.credentials("other").unwrap(), None);
+    fs::write(&a, "{broken").unwrap();
+    let e = s.credentials("docker.io").unwrap_err().to_string();
+    assert!(e.contains("a.json"), "{e}");
+}
+
+#[test]
+fn logout_removes_and_says_when_there_was_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("auth.json");
+    fs::write(
+        &a,
+        r#"{"auths": {"r.example": {"auth": "dTpw"}, "keep.example": {"auth": "dTpw"}}}"#,
+    )
+    .unwrap();
+    let s = AuthStore {
+        files: vec![a.clone()],
+    };
+    assert_eq!(s.logout("https://r.example/").unwrap(), a);
+    assert_eq!(s.credentials("r.example").unwrap(), None);
+    assert!(s.credentials("keep.example").unwrap().is_some());
+    let e = s.logout("r.example").unwrap_err().to_string();
+    assert!(
+        e.contains("not logged in") && e.contains("auth.json"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bearer_challenges() {
+    let (realm, p) = bearer_params(
+        r#"Bearer realm="https://t.example/token",service="reg",scope="repository:a:pull""#,
+    )
+    .unwrap();
+    assert_eq!(realm, "https://t.example/token");
+    assert!(p.contains(&("service".into(), "reg".into())));
+    assert!(bearer_params("Basic realm=x").is_none());
+}
+
+#[test]
+fn files_follow_podman_then_docker() {
+    let s = AuthStore::from_vars(
+        Some("/a/auth.json".into()),
+        Some("/run/user/7".into()),
+        Some("/home/u".into()),
+        7,
+    );
+    let want: Vec<PathBuf> = [
+        "/a/auth.json",
+        "/run/user/7/containers/auth.json",
+        "/home/u/.config/containers/auth.json",
+        "/home/u/.docker/config.json",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    assert_eq!(s.files, want);
+    // Root without XDG_RUNTIME_DIR writes where podman does; empty values are unset.
+    let s = AuthStore::from_vars(Some("".into()), None, None, 0);
+    assert_eq!(s.files, [PathBuf::from("/run/containers/0/auth.json")]);
+}
+
+#[test]
+fn keys_match_in_every_form() {
+    assert!(key_matches("r.example:5000", "r.example:5000"));
+    assert!(key_matches("https://r.example:5000", "r.example:5000"));
+    assert!(key_matches("https://r.example:5000/v2/", "r.example:5000"));
+    assert!(key_matches("https://index.docker.io/v1/", "docker.io"));
+    assert!(key_matches("docker.io", "docker.io"));
+    assert!(!key_matches("r.example", "r.example:5000"));
+    assert!(!key_matches("other.example", "r.example"));
+}
+
+#[test]
+fn identity_tokens_are_reported_not_used() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("auth.json");
+    fs::write(
+        &a,
+        r#"{"auths": {"tok.example": {"identitytoken": "x"}, "pw.example": {"auth": "dTpw"}}}"#,
+    )
+    .unwrap();
+    let s = AuthStore {
+        files: vec![a.clone()],
+    };
+    assert_eq!(s.credentials("tok.example").unwrap(), None);
+    assert_eq!(s.identity_token_only("tok.example"), Some(a));
+    assert_eq!(s.identity_token_only("pw.example"), None);
+    assert_eq!(s.identity_token_only("other.example"), None);
+}
