@@ -29,7 +29,7 @@ work=$(mktemp -d /var/tmp/berth-pull-bench.XXXXXX)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  unmount_under "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -53,13 +53,17 @@ ref="127.0.0.1:$port/bench/big:1"
 layout="$work/layout"
 umoci init --layout "$layout" >/dev/null
 umoci new --image "$layout:1" >/dev/null
+unpacked=0
 add() { # src dest
+  unpacked=$((unpacked + $(du -sb "$1" | cut -f1)))
   mkdir -p "$work/stage"; rm -rf "$work/stage"/*; mkdir -p "$work/stage/$(dirname "$2")"
   cp -a "$1" "$work/stage/$2"
   umoci insert --image "$layout:1" "$work/stage/$2" "$2" >/dev/null
 }
-add /bin/busybox /bin/busybox
-for a in sh true; do ln -sf busybox "$work/stage/bin/$a" 2>/dev/null || true; done
+mkdir -p "$work/bin"
+cp /bin/busybox "$work/bin/busybox"
+for a in sh true; do ln -s busybox "$work/bin/$a"; done
+add "$work/bin" /bin
 add /usr/lib/x86_64-linux-gnu/perl-base /usr/lib/perl-base
 add /usr/share/locale /usr/share/locale
 add /usr/lib/python3.11 /usr/lib/python3.11
@@ -69,7 +73,7 @@ umoci config --image "$layout:1" --config.cmd /bin/busybox --config.cmd true >/d
 skopeo copy -q --dest-tls-verify=false "oci:$layout:1" "docker://$ref"
 size=$(du -sb "$work/registry" | cut -f1)
 layers=$(find "$work/registry" -path '*blobs/sha256/*/data' | wc -l)
-echo "image: $ref, $layers blobs, $((size / 1000000)) MB compressed in the registry"
+echo "image: $ref, $layers blobs, $((size / 1000000)) MB compressed in the registry, $((unpacked / 1000000)) MB of files"
 
 cat > "$work/registries.toml" <<TOML
 [[registry]]
@@ -80,20 +84,29 @@ TOML
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 now() { date +%s.%N; }
 
-# --- berthctl ------------------------------------------------------------------------
-for i in $(seq "$RUNS"); do
-  r="$work/berth-$i"
+# Each tool's pull is a function of the round number; rounds interleave the tools so
+# that a slow moment of the machine does not fall on one of them only. `sync` first, so
+# that no tool pays for the writeback of the one before. Nothing is deleted until the end:
+# removing a 345 MB tree leaves the filesystem busy for seconds (measured: the pull right
+# after one took twice as long), which would fall on whichever tool came next.
+unmount_under() { grep -o " $1[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done || true; }
+timed() { # file command...
+  sync
+  local t0 t1
   t0=$(now)
-  "$BERTHCTL" --root "$r" --runroot "$work/berth-run" --registries-conf "$work/registries.toml" pull -q "$ref" >/dev/null
+  "${@:2}" >/dev/null
   t1=$(now)
-  echo "$t1 - $t0" | bc >>"$OUT/berthctl.times"
-  [ "$i" = "$RUNS" ] || { "$BERTHCTL" --root "$r" --runroot "$work/berth-run" image prune -a >/dev/null 2>&1; rm -rf "$r"; }
-done
-berth_root="$work/berth-$RUNS"
+  echo "$t1 - $t0" | bc >>"$OUT/$1.times"
+}
 
-# --- containerd ----------------------------------------------------------------------
-for i in $(seq "$RUNS"); do
-  c="$work/containerd-$i"; mkdir -p "$c"
+pull_berthctl() {
+  local r="$work/berth-$1"
+  timed berthctl "$BERTHCTL" --root "$r" --runroot "$work/berth-run" --registries-conf "$work/registries.toml" pull -q "$ref"
+}
+
+pull_containerd() {
+  local c="$work/containerd-$1" cpid
+  mkdir -p "$c"
   cat > "$c/config.toml" <<CFG
 version = 2
 root = "$c/root"
@@ -105,24 +118,23 @@ CFG
   containerd --config "$c/config.toml" >"$c/log" 2>&1 &
   cpid=$!
   for _ in $(seq 100); do ctr --address "$c/sock" version >/dev/null 2>&1 && break; sleep 0.1; done
-  t0=$(now)
-  ctr --address "$c/sock" -n bench images pull --plain-http "$ref" >/dev/null
-  t1=$(now)
-  echo "$t1 - $t0" | bc >>"$OUT/containerd.times"
+  timed containerd ctr --address "$c/sock" -n bench images pull --plain-http "$ref"
   kill "$cpid"; wait "$cpid" 2>/dev/null || true
-  grep -o " $c[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  rm -rf "$c"
-done
+  unmount_under "$c"
+}
 
-# --- podman --------------------------------------------------------------------------
+pull_podman() {
+  local p="$work/podman-$1"
+  timed podman podman --root "$p/root" --runroot "$p/run" --storage-driver overlay pull -q --tls-verify=false "$ref"
+}
+
 for i in $(seq "$RUNS"); do
-  p="$work/podman-$i"
-  t0=$(now)
-  podman --root "$p/root" --runroot "$p/run" --storage-driver overlay pull -q --tls-verify=false "$ref" >/dev/null
-  t1=$(now)
-  echo "$t1 - $t0" | bc >>"$OUT/podman.times"
-  [ "$i" = "$RUNS" ] || { podman --root "$p/root" --runroot "$p/run" rmi -a -f >/dev/null 2>&1 || true; rm -rf "$p"; }
+  pull_berthctl "$i"
+  pull_containerd "$i"
+  pull_podman "$i"
+  echo "round $i: berthctl $(tail -1 "$OUT/berthctl.times") s, containerd $(tail -1 "$OUT/containerd.times") s, podman $(tail -1 "$OUT/podman.times") s"
 done
+berth_root="$work/berth-$RUNS"
 podman_root="$work/podman-$RUNS"
 
 b=$(median <"$OUT/berthctl.times"); c=$(median <"$OUT/containerd.times"); p=$(median <"$OUT/podman.times")
@@ -130,8 +142,8 @@ b=$(median <"$OUT/berthctl.times"); c=$(median <"$OUT/containerd.times"); p=$(me
 # --- cold run of the pulled image ------------------------------------------------------
 hyperfine -N --warmup 2 --runs "$RUN_RUNS" --export-json "$OUT/run.json" \
   -n berthctl "$BERTHCTL --root $berth_root --runroot $work/berth-run run --rm $ref true" \
-  -n podman "podman --root $podman_root/root --runroot $podman_root/run --storage-driver overlay run --rm --network none --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 $ref true" \
-  >"$OUT/run.txt" 2>&1 || true
+  -n podman "podman --root $podman_root/root --runroot $podman_root/run --storage-driver overlay --runtime runc run --rm --network none --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 $ref true" \
+  >"$OUT/run.txt" 2>&1 || { cat "$OUT/run.txt" >&2; exit 1; }
 runs=$(python3 - "$OUT/run.json" <<'PY'
 import json, sys
 r = {x["command"]: x["median"] * 1000 for x in json.load(open(sys.argv[1]))["results"]}
@@ -147,5 +159,5 @@ read -r rb rp <<<"$runs"
   printf '| speed-up of berthctl | | %.2fx | %.2fx |\n' "$(echo "$c / $b" | bc -l)" "$(echo "$p / $b" | bc -l)"
   printf '| cold `run --rm IMAGE true`, median (ms) | %.1f | | %.1f |\n' "$rb" "$rp"
   echo
-  echo "image: $layers blobs, $((size / 1000000)) MB compressed; results in $OUT"
+  echo "image: $layers blobs, $((size / 1000000)) MB compressed, $((unpacked / 1000000)) MB of files; results in $OUT"
 } | tee "$OUT/summary.md"
