@@ -87,4 +87,28 @@ fn login_pull_run_logout() {
         err.contains("Copying blob") && err.contains("done"),
         "{err}"
     );
+    // One bar per layer on a terminal: script(1) gives berthctl a pty for its stderr.
+    assert!(ctl(d, &["rmi", &image]).status.success());
+    let line = [
+        env!("CARGO_BIN_EXE_berthctl").to_string(),
+        format!("--root={}", d.join("root").display()),
+        format!("--runroot={}", d.join("run").display()),
+        format!("--registries-conf={}", d.join("registries.toml").display()),
+        "pull".into(),
+        image.clone(),
+    ]
+    .join(" ");
+    let o = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("REGISTRY_AUTH_FILE", d.join("auth.json"))
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) from util-linux");
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{tty}");
+    assert!(
+        tty.contains("blob ") && tty.contains("[==") && !tty.contains("Copying blob"),
+        "a progress bar, not plain lines: {tty:?}"
+    );
 }
