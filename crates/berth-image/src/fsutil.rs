@@ -1,9 +1,16 @@
 //! Small file-system helpers the stores share.
 
+use std::ffi::{CStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 /// Replaces `path` with `data` so that a crash leaves either the old or the new content: a
 /// fresh temporary file (never through a link), synced, renamed over `path`, then the
@@ -40,4 +47,57 @@ pub fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Opens `leaf` of `parent` as a directory, never through a link.
+pub fn reopen_dir<P: ?Sized + nix::NixPath>(parent: &OwnedFd, leaf: &P) -> nix::Result<OwnedFd> {
+    nix::fcntl::openat(
+        parent,
+        leaf,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// The names in a directory, without `.` and `..`.
+pub fn list_dir(dirfd: &OwnedFd) -> nix::Result<Vec<OsString>> {
+    let dup = dirfd.try_clone().map_err(|_| Errno::EMFILE)?;
+    let mut d = nix::dir::Dir::from_fd(dup)?;
+    let mut out = Vec::new();
+    for e in d.iter() {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            out.push(OsString::from_vec(n.to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether an extended attribute of image content is kept: file capabilities, `user.*` and
+/// `trusted.*` except overlayfs's own. SELinux labels and other `security.*` names are the
+/// host's to set.
+pub fn xattr_kept(name: &[u8]) -> bool {
+    name == b"security.capability"
+        || name.starts_with(b"user.")
+        || (name.starts_with(b"trusted.") && !name.starts_with(b"trusted.overlay."))
+}
+
+/// Sets one extended attribute on an open file or directory.
+pub fn set_xattr<F: AsFd>(f: &F, name: &CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: fsetxattr reads the NUL-terminated name and `value.len()` bytes of `value`.
+    let r = unsafe {
+        libc::fsetxattr(
+            f.as_fd().as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }

@@ -40,6 +40,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
 use crate::digest::{Algorithm, Digest, Hasher};
+use crate::fsutil::{list_dir, reopen_dir, set_xattr, xattr_kept};
 
 /// What to do with whiteout entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -603,10 +604,7 @@ impl Unpacker<'_> {
             let Some(key) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
                 continue;
             };
-            let keep = key == b"security.capability"
-                || key.starts_with(b"user.")
-                || (key.starts_with(b"trusted.") && !key.starts_with(b"trusted.overlay."));
-            if !keep {
+            if !xattr_kept(key) {
                 continue;
             }
             let Ok(k) = CString::new(key.to_vec()) else {
@@ -644,19 +642,7 @@ impl Unpacker<'_> {
         xattrs: &[(CString, Vec<u8>)],
     ) -> Result<(), UnpackError> {
         for (k, v) in xattrs {
-            // SAFETY: fsetxattr reads the NUL-terminated name and `v.len()` bytes of `v`.
-            let r = unsafe {
-                libc::fsetxattr(
-                    f.as_fd().as_raw_fd(),
-                    k.as_ptr(),
-                    v.as_ptr().cast(),
-                    v.len(),
-                    0,
-                )
-            };
-            if r < 0 {
-                return Err(self.failed(name, "set an xattr", io::Error::last_os_error()));
-            }
+            set_xattr(f, k, v).map_err(|err| self.failed(name, "set an xattr", err))?;
         }
         Ok(())
     }
@@ -786,35 +772,11 @@ impl Unpacker<'_> {
     }
 }
 
-/// Opens `leaf` of `parent` as a directory, never through a link.
-fn reopen_dir<P: ?Sized + nix::NixPath>(parent: &OwnedFd, leaf: &P) -> nix::Result<OwnedFd> {
-    nix::fcntl::openat(
-        parent,
-        leaf,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-}
-
 /// The st_mode of parent/leaf (not following a link), or None if absent.
 fn stat_at(parent: &OwnedFd, leaf: &OsStr) -> Option<u32> {
     nix::sys::stat::fstatat(parent, leaf, AtFlags::AT_SYMLINK_NOFOLLOW)
         .ok()
         .map(|s| s.st_mode)
-}
-
-fn list_dir(dirfd: &OwnedFd) -> nix::Result<Vec<OsString>> {
-    let dup = dirfd.try_clone().map_err(|_| Errno::EMFILE)?;
-    let mut d = nix::dir::Dir::from_fd(dup)?;
-    let mut out = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            out.push(OsString::from_vec(n.to_vec()));
-        }
-    }
-    Ok(out)
 }
 
 /// Removes parent/leaf and, for a directory, everything in it; links are removed, never

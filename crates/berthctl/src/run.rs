@@ -298,6 +298,8 @@ fn prepare(
             .recursive(true)
             .mode(0o755)
             .create(&p)?;
+        // The volume starts with what the image has there, owner and mode included.
+        berth_image::copyup::copy_up(&rootfs, v, &p)?;
         extra.push(Bind {
             source: p,
             destination: v.clone(),

@@ -639,7 +639,16 @@ fn image_stop_signal_volumes_entrypoint_and_user() {
     )
     .unwrap();
     std::fs::write(tree.join("etc/group"), "root:x:0:\napp:x:4343:\n").unwrap();
-    for a in ["id", "grep", "sleep", "echo"] {
+    // The volume's directory in the image: its content and owner are copied up.
+    std::fs::create_dir_all(tree.join("data/sub")).unwrap();
+    std::fs::write(tree.join("data/sub/seed"), "seeded\n").unwrap();
+    std::os::unix::fs::chown(tree.join("data"), Some(4242), Some(4343)).unwrap();
+    std::fs::set_permissions(
+        tree.join("data"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .unwrap();
+    for a in ["id", "grep", "sleep", "echo", "cat", "stat"] {
         let _ = std::os::unix::fs::symlink("busybox", tree.join("bin").join(a));
     }
     let layout = ctl.dir.path().join("layout");
@@ -698,6 +707,27 @@ fn image_stop_signal_volumes_entrypoint_and_user() {
         "the image's volume is a mount: {mounts}"
     );
     assert_eq!(ctl.ok(&["exec", "svc", "sh", "-c", "pwd"]), "/data\n");
+    assert_eq!(
+        ctl.ok(&["exec", "svc", "stat", "-c", "%u:%g %a", "/data"]),
+        "4242:4343 750\n",
+        "the volume has the owner and mode of the image's directory"
+    );
+    assert_eq!(
+        ctl.ok(&["exec", "svc", "cat", "/data/sub/seed"]),
+        "seeded\n",
+        "and its content"
+    );
+    assert_eq!(
+        ctl.ok(&[
+            "exec",
+            "svc",
+            "sh",
+            "-c",
+            "echo y > /data/mine && cat /data/mine"
+        ]),
+        "y\n",
+        "the image's user can write to its volume"
+    );
     assert_eq!(
         ctl.ok(&[
             "exec",
