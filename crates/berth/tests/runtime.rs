@@ -34,6 +34,8 @@ mod procattr;
 mod rootless;
 #[path = "runtime/seccomp_notify.rs"]
 mod seccomp_notify;
+#[path = "runtime/seccomp_profiles.rs"]
+mod seccomp_profiles;
 #[path = "runtime/spec.rs"]
 mod spec;
 

@@ -587,27 +587,14 @@ fn run_exec_child(chan: &Channel, cfg: &ExecConfig<'_>, ready: &mut bool) -> Res
     if let Some(l) = p.selinux_label().as_deref().filter(|l| !l.is_empty()) {
         crate::lsm::selinux_exec(l)?;
     }
-    cfg.caps.apply_bounding()?;
-    let nnp = p.no_new_privileges().unwrap_or(false);
-    if nnp {
-        // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) only sets a flag on this process.
-        let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-        nix::errno::Errno::result(rc).ctx(|| "set no_new_privs".into())?;
-    } else if let Some(f) = &cfg.seccomp {
-        crate::notify::load_filter(chan, f)?;
+    let late_filter = process::FinalSetup {
+        process: p,
+        caps: &cfg.caps,
+        seccomp: cfg.seccomp.as_ref(),
+        console: console.as_ref(),
+        preserve_fds: cfg.preserve_fds,
     }
-    process::switch_user(p.user())?;
-    // A uid change resets dumpable to fs.suid_dumpable (CVE-2016-9962).
-    process::set_dumpable(false)?;
-    cfg.caps.apply_process()?;
-    process::enter_cwd(p.cwd())?;
-    if let Some(mask) = p.user().umask() {
-        nix::sys::stat::umask(Mode::from_bits_truncate(mask));
-    }
-    if let Some(pty) = &console {
-        crate::console::become_controlling(pty)?;
-    }
-    let late_filter = crate::notify::load_before_ready(chan, cfg.seccomp.as_ref(), nnp)?;
+    .run(chan)?;
     chan.send(&Msg::Ready)?;
     *ready = true;
     for f in &cfg.late_files {
@@ -626,7 +613,6 @@ fn run_exec_child(chan: &Channel, cfg: &ExecConfig<'_>, ready: &mut bool) -> Res
     if let Some(f) = late_filter {
         f.load()?;
     }
-    process::close_fds_on_exec(3 + cfg.preserve_fds)?;
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .ctx(|| "reset signal mask".into())?;
     process::exec(&exe, args, &env)

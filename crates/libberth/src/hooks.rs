@@ -59,11 +59,33 @@ impl Kind {
     }
 }
 
-/// Runs every hook of `kind` in order; the first failure stops the rest.
+/// Runs every hook of `kind` in order; the first failure stops the rest. A hook without
+/// an `env` of its own gets the runtime's environment, as runc's do.
 pub fn run_all(kind: Kind, hooks: Option<&oci_spec::runtime::Hooks>, state: &[u8]) -> Result<()> {
+    run_hooks(kind, hooks, state, None)
+}
+
+/// As [`run_all`], for the hooks the container's init runs (createContainer,
+/// startContainer): a hook without an `env` of its own gets the container process's
+/// environment, as runc gives it.
+pub fn run_all_with_env(
+    kind: Kind,
+    hooks: Option<&oci_spec::runtime::Hooks>,
+    state: &[u8],
+    process_env: &[String],
+) -> Result<()> {
+    run_hooks(kind, hooks, state, Some(process_env))
+}
+
+fn run_hooks(
+    kind: Kind,
+    hooks: Option<&oci_spec::runtime::Hooks>,
+    state: &[u8],
+    default_env: Option<&[String]>,
+) -> Result<()> {
     let Some(h) = hooks else { return Ok(()) };
     for hook in kind.select(h) {
-        run_one(kind, hook, state)?;
+        run_one(kind, hook, state, default_env)?;
     }
     Ok(())
 }
@@ -72,7 +94,14 @@ fn capture() -> Option<OwnedFd> {
     memfd_create(c"berth-hook-output", MFdFlags::MFD_CLOEXEC).ok()
 }
 
-pub fn run_one(kind: Kind, hook: &Hook, state: &[u8]) -> Result<()> {
+/// Runs one hook. Its environment is its own `env` where it has one, else `default_env`,
+/// else the runtime's own.
+pub fn run_one(
+    kind: Kind,
+    hook: &Hook,
+    state: &[u8],
+    default_env: Option<&[String]>,
+) -> Result<()> {
     let fail = |reason: String| Error::Hook {
         kind: kind.name(),
         path: hook.path().clone(),
@@ -85,10 +114,12 @@ pub fn run_one(kind: Kind, hook: &Hook, state: &[u8]) -> Result<()> {
             cmd.args(rest);
         }
     }
-    cmd.env_clear();
-    for e in hook.env().as_deref().unwrap_or(&[]) {
-        if let Some((k, v)) = e.split_once('=') {
-            cmd.env(k, v);
+    if let Some(env) = hook.env().as_deref().or(default_env) {
+        cmd.env_clear();
+        for e in env {
+            if let Some((k, v)) = e.split_once('=') {
+                cmd.env(k, v);
+            }
         }
     }
     let out = capture();
@@ -169,6 +200,7 @@ mod tests {
             Kind::Prestart,
             &hook("/bin/sh", &["sh", "-c", &script], None),
             b"{\"id\":\"x\"}",
+            None,
         )
         .unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"{\"id\":\"x\"}");
@@ -180,6 +212,7 @@ mod tests {
             Kind::CreateRuntime,
             &hook("/bin/sh", &["sh", "-c", "echo nope >&2; exit 3"], None),
             b"{}",
+            None,
         )
         .unwrap_err()
         .to_string();
@@ -194,6 +227,7 @@ mod tests {
             Kind::Poststart,
             &hook("/bin/sh", &["sh", "-c", "sleep 5"], Some(1)),
             b"{}",
+            None,
         )
         .unwrap_err()
         .to_string();
@@ -210,9 +244,35 @@ mod tests {
             None,
         );
         h.set_env(Some(vec!["ONLY=this".into()]));
-        run_one(Kind::Poststop, &h, b"{}").unwrap();
+        let fallback = ["FALLBACK=no".to_string()];
+        run_one(Kind::Poststop, &h, b"{}", Some(&fallback)).unwrap();
         let env = std::fs::read_to_string(&out).unwrap();
-        assert!(env.contains("ONLY=this"));
-        assert!(!env.contains("HOME="));
+        assert!(env.contains("ONLY=this"), "{env}");
+        assert!(!env.contains("FALLBACK="), "{env}");
+        assert!(!env.contains("PATH="), "{env}");
+    }
+
+    #[test]
+    fn a_hook_without_env_gets_the_given_default_or_the_runtimes() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        let h = hook(
+            "/bin/sh",
+            &["sh", "-c", &format!("env > {}", out.display())],
+            None,
+        );
+        let process_env = ["FROM_PROCESS=1".to_string(), "PATH=/bin".to_string()];
+        run_one(Kind::StartContainer, &h, b"{}", Some(&process_env)).unwrap();
+        let env = std::fs::read_to_string(&out).unwrap();
+        assert!(env.contains("FROM_PROCESS=1"), "{env}");
+
+        std::env::var("PATH").expect("the test runs with a PATH");
+        run_one(Kind::Prestart, &h, b"{}", None).unwrap();
+        let env = std::fs::read_to_string(&out).unwrap();
+        assert!(!env.contains("FROM_PROCESS"), "{env}");
+        assert!(
+            env.lines().any(|l| l.starts_with("PATH=")),
+            "the runtime's own environment: {env}"
+        );
     }
 }

@@ -21,11 +21,7 @@ use crate::channel::{Channel, Msg};
 use crate::error::{Context, Error, Result};
 use crate::hooks;
 use crate::namespace::{self, Namespaces, NsFile};
-use crate::notify;
-use crate::process::{
-    close_fds_except, close_fds_on_exec, enter_cwd, exec, lookup_path, set_dumpable, switch_user,
-    Never,
-};
+use crate::process::{close_fds_except, exec, lookup_path, set_dumpable, FinalSetup, Never};
 use crate::rootfs::{self, CgroupHierarchy, RootfsContext};
 use crate::state::Status;
 
@@ -181,8 +177,14 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
         Some((other, _)) => return Err(Error::Init(format!("expected Resume, got {other:?}"))),
         None => return Err(Error::Init("create went away while hooks ran".into())),
     };
+    let env: Vec<String> = process.env().clone().unwrap_or_default();
     let state = container_state_json(cfg, host_pid, Status::Creating);
-    hooks::run_all(hooks::Kind::CreateContainer, spec.hooks().as_ref(), &state)?;
+    hooks::run_all_with_env(
+        hooks::Kind::CreateContainer,
+        spec.hooks().as_ref(),
+        &state,
+        &env,
+    )?;
     // startContainer hooks run once create has returned: the container is `created`.
     let start_state = container_state_json(cfg, host_pid, Status::Created);
 
@@ -221,7 +223,6 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
     // real-time I/O class need CAP_SYS_NICE or CAP_SYS_ADMIN.
     crate::procattr::apply_all(process, linux.personality(), linux.memory_policy())?;
 
-    let env: Vec<String> = process.env().clone().unwrap_or_default();
     let args = process.args().as_deref().expect("validated");
     let exe = lookup_path(&args[0], &env)?;
 
@@ -236,32 +237,14 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
         crate::lsm::selinux_exec(l)?;
     }
 
-    cfg.caps.apply_bounding()?;
-    let nnp = process.no_new_privileges().unwrap_or(false);
-    if nnp {
-        // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) only sets a flag on this process.
-        let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-        Errno::result(rc).ctx(|| "set no_new_privs".into())?;
+    let late_filter = FinalSetup {
+        process,
+        caps: &cfg.caps,
+        seccomp: cfg.seccomp.as_ref(),
+        console: console.as_ref(),
+        preserve_fds: cfg.preserve_fds,
     }
-    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
-    if !nnp {
-        if let Some(f) = &cfg.seccomp {
-            notify::load_filter(chan, f)?;
-        }
-    }
-    switch_user(process.user())?;
-    // A uid change resets dumpable to fs.suid_dumpable: keep the container's processes from
-    // tracing us before exec (CVE-2016-9962).
-    set_dumpable(false)?;
-    cfg.caps.apply_process()?;
-    enter_cwd(process.cwd())?;
-    if let Some(mask) = process.user().umask() {
-        nix::sys::stat::umask(Mode::from_bits_truncate(mask));
-    }
-    if let Some(pty) = &console {
-        crate::console::become_controlling(pty)?;
-    }
-    let late_filter = notify::load_before_ready(chan, cfg.seccomp.as_ref(), nnp)?;
+    .run(chan)?;
     chan.send(&Msg::Ready)?;
     *ready = true;
 
@@ -272,12 +255,12 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
     if let Some(f) = late_filter {
         f.load()?;
     }
-    hooks::run_all(
+    hooks::run_all_with_env(
         hooks::Kind::StartContainer,
         spec.hooks().as_ref(),
         &start_state,
+        &env,
     )?;
-    close_fds_on_exec(3 + cfg.preserve_fds)?;
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .ctx(|| "reset signal mask".into())?;
     exec(&exe, args, &env)

@@ -19,23 +19,6 @@ pub fn load_filter(chan: &Channel, filter: &berth_seccomp::Filter) -> Result<()>
     Ok(())
 }
 
-/// Under no_new_privs the filter loads after the user switch, just before Ready. A notify
-/// filter loads here and now: its fd must reach the listener through the runtime, which
-/// listens only until Ready. Any other is returned, to load as late as possible, right
-/// before exec. (Without no_new_privs the filter was loaded earlier, with the capability
-/// that needs.)
-pub fn load_before_ready<'a>(
-    chan: &Channel,
-    filter: Option<&'a berth_seccomp::Filter>,
-    no_new_privs: bool,
-) -> Result<Option<&'a berth_seccomp::Filter>> {
-    match filter {
-        Some(f) if no_new_privs && f.uses_notify() => load_filter(chan, f).map(|()| None),
-        Some(f) if no_new_privs => Ok(Some(f)),
-        _ => Ok(None),
-    }
-}
-
 /// In the runtime: sends the container process state and `fd` to the listener named by
 /// `seccomp.listenerPath`. `pid` is the process that loaded the filter; `state` the
 /// container's state as `berth state` reports it.

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -89,61 +89,81 @@ pub fn lookup_path(cmd: &str, env: &[String]) -> Result<PathBuf> {
     )))
 }
 
-pub(crate) fn switch_user(user: &oci_spec::runtime::User) -> Result<()> {
-    // Keep the permitted set across the uid change; capabilities are set right after.
-    // SAFETY: prctl(PR_SET_KEEPCAPS, 1) only sets a flag on this process.
-    Errno::result(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) })
-        .ctx(|| "set keep-caps".into())?;
-    let gids: Vec<Gid> = user
-        .additional_gids()
-        .as_deref()
-        .unwrap_or(&[])
-        .iter()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
-    let setgroups_allowed = fs::read_to_string("/proc/self/setgroups")
-        .map(|s| s.trim() != "deny")
-        .unwrap_or(true);
-    if setgroups_allowed {
-        nix::unistd::setgroups(&gids)
-            .ctx(|| format!("set additional gids {:?}", user.additional_gids()))?;
-    } else if !gids.is_empty() {
-        return Err(Error::Unsupported(
-            "process.user.additionalGids: setgroups is denied in this user namespace".into(),
-        ));
-    }
-    let gid = Gid::from_raw(user.gid());
-    setresgid(gid, gid, gid).ctx(|| format!("set gid {}", user.gid()))?;
-    let uid = Uid::from_raw(user.uid());
-    setresuid(uid, uid, uid).ctx(|| format!("set uid {}", user.uid()))?;
-    // SAFETY: prctl(PR_SET_KEEPCAPS, 0) only clears a flag on this process.
-    Errno::result(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) })
-        .ctx(|| "clear keep-caps".into())?;
-    Ok(())
+/// The user switch of process.user, prepared before the seccomp filter loads: what it
+/// needs to read (/proc/self/setgroups) is read here, so that applying it takes only
+/// prctl, setgroups, setresgid and setresuid, which every seccomp allowlist has.
+pub(crate) struct UserSwitch {
+    uid: Uid,
+    gid: Gid,
+    /// None: setgroups is denied in this user namespace and no groups were asked for.
+    groups: Option<Vec<Gid>>,
 }
 
-/// Enters process.cwd resolved inside the new root without magic links, so a cwd such as
-/// /proc/self/fd/N cannot reach a host directory (CVE-2024-21626). A missing cwd is created,
-/// as runc does.
-pub(crate) fn enter_cwd(cwd: &Path) -> Result<()> {
+impl UserSwitch {
+    pub(crate) fn prepare(user: &oci_spec::runtime::User) -> Result<Self> {
+        let gids: Vec<Gid> = user
+            .additional_gids()
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
+        let setgroups_allowed = fs::read_to_string("/proc/self/setgroups")
+            .map(|s| s.trim() != "deny")
+            .unwrap_or(true);
+        if !setgroups_allowed && !gids.is_empty() {
+            return Err(Error::Unsupported(
+                "process.user.additionalGids: setgroups is denied in this user namespace".into(),
+            ));
+        }
+        Ok(UserSwitch {
+            uid: Uid::from_raw(user.uid()),
+            gid: Gid::from_raw(user.gid()),
+            groups: setgroups_allowed.then_some(gids),
+        })
+    }
+
+    /// Switches to the user, keeping the permitted capabilities across the uid change
+    /// (they are set right after).
+    pub(crate) fn apply(&self) -> Result<()> {
+        // SAFETY: prctl(PR_SET_KEEPCAPS, 1) only sets a flag on this process.
+        Errno::result(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) })
+            .ctx(|| "set keep-caps".into())?;
+        if let Some(groups) = &self.groups {
+            nix::unistd::setgroups(groups).ctx(|| format!("set additional gids {groups:?}"))?;
+        }
+        setresgid(self.gid, self.gid, self.gid).ctx(|| format!("set gid {}", self.gid))?;
+        setresuid(self.uid, self.uid, self.uid).ctx(|| format!("set uid {}", self.uid))?;
+        // SAFETY: prctl(PR_SET_KEEPCAPS, 0) only clears a flag on this process.
+        Errno::result(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) })
+            .ctx(|| "clear keep-caps".into())?;
+        Ok(())
+    }
+}
+
+/// process.cwd, opened inside the new root without magic links, so a cwd such as
+/// /proc/self/fd/N cannot reach a host directory (CVE-2024-21626). A missing cwd is
+/// created (as root, 0755), as runc does.
+pub(crate) fn open_cwd(cwd: &Path) -> Result<OwnedFd> {
     let root = nix::fcntl::open(
         "/",
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .ctx(|| "open /".into())?;
-    let fd = match rootfs::resolve::open_in_root(
-        root.as_fd(),
-        cwd,
-        OFlag::O_PATH | OFlag::O_DIRECTORY,
-    ) {
-        Ok(fd) => fd,
+    match rootfs::resolve::open_in_root(root.as_fd(), cwd, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+        Ok(fd) => Ok(fd),
         Err(Errno::ENOENT) => {
-            rootfs::resolve::mkdir_all(root.as_fd(), cwd, Mode::from_bits_truncate(0o755))?
+            rootfs::resolve::mkdir_all(root.as_fd(), cwd, Mode::from_bits_truncate(0o755))
         }
-        Err(e) => return Err(Error::sys(format!("process.cwd {}", cwd.display()), e)),
-    };
-    nix::unistd::fchdir(&fd).ctx(|| format!("chdir to process.cwd {}", cwd.display()))?;
+        Err(e) => Err(Error::sys(format!("process.cwd {}", cwd.display()), e)),
+    }
+}
+
+/// Enters the directory `open_cwd` gave, and checks that it is inside the root. fchdir and
+/// getcwd only: this may run under the seccomp filter.
+pub(crate) fn enter_cwd(fd: &OwnedFd, cwd: &Path) -> Result<()> {
+    nix::unistd::fchdir(fd).ctx(|| format!("chdir to process.cwd {}", cwd.display()))?;
     let now = nix::unistd::getcwd().ctx(|| format!("getcwd after chdir to {}", cwd.display()))?;
     if !now.starts_with("/") {
         return Err(Error::Init(format!(
@@ -152,6 +172,84 @@ pub(crate) fn enter_cwd(cwd: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The last steps of a container process before it reports Ready, shared by the init and
+/// `exec`.
+///
+/// The seccomp filter is loaded as late as it can be, and after it only system calls that
+/// every seccomp allowlist has are made (prctl, setgroups, setres[ug]id, capset, fchdir,
+/// getcwd, sendmsg, then in the caller poll, read, write, rt_sigprocmask, execve), as runc
+/// and crun do: a profile written before openat2, close_range or statx existed must not
+/// break the runtime's own setup. Everything that needs more (opening and creating the
+/// cwd, reading /proc, marking fds close-on-exec) happens before the filter.
+///
+/// - Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: it loads just before the
+///   user switch drops it.
+/// - Under no_new_privs a notify filter loads here, at the end: its fd must reach the
+///   listener through the runtime, which listens only until Ready. Any other filter is
+///   returned, for the caller to load right before exec.
+pub(crate) struct FinalSetup<'a> {
+    pub process: &'a oci_spec::runtime::Process,
+    pub caps: &'a crate::caps::CapSets,
+    pub seccomp: Option<&'a berth_seccomp::Filter>,
+    /// The pty slave to make the controlling terminal and stdio.
+    pub console: Option<&'a OwnedFd>,
+    pub preserve_fds: u32,
+}
+
+impl<'a> FinalSetup<'a> {
+    /// Runs the steps; returns the filter the caller still has to load.
+    pub(crate) fn run(
+        &self,
+        chan: &crate::channel::Channel,
+    ) -> Result<Option<&'a berth_seccomp::Filter>> {
+        let p = self.process;
+        self.caps.apply_bounding()?;
+        let nnp = p.no_new_privileges().unwrap_or(false);
+        if nnp {
+            // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) only sets a flag on this process.
+            let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+            Errno::result(rc).ctx(|| "set no_new_privs".into())?;
+        }
+        let user = UserSwitch::prepare(p.user())?;
+        let cwd = open_cwd(p.cwd())?;
+        // Entered as root first, as runc does; a directory root may not enter (an id
+        // unmapped in the user namespace) is entered again as the user.
+        let cwd_entered = match enter_cwd(&cwd, p.cwd()) {
+            Ok(()) => true,
+            Err(Error::Sys {
+                source: Errno::EACCES | Errno::EPERM,
+                ..
+            }) => false,
+            Err(e) => return Err(e),
+        };
+        if let Some(mask) = p.user().umask() {
+            nix::sys::stat::umask(Mode::from_bits_truncate(mask));
+        }
+        if let Some(pty) = self.console {
+            crate::console::become_controlling(pty)?;
+        }
+        close_fds_on_exec(3 + self.preserve_fds)?;
+        if !nnp {
+            if let Some(f) = self.seccomp {
+                crate::notify::load_filter(chan, f)?;
+            }
+        }
+        user.apply()?;
+        // A uid change resets dumpable to fs.suid_dumpable: keep the container's processes
+        // from tracing us before exec (CVE-2016-9962).
+        set_dumpable(false)?;
+        self.caps.apply_process()?;
+        if !cwd_entered {
+            enter_cwd(&cwd, p.cwd())?;
+        }
+        match self.seccomp {
+            Some(f) if nnp && f.uses_notify() => crate::notify::load_filter(chan, f).map(|()| None),
+            Some(f) if nnp => Ok(Some(f)),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Closes every fd from `first` up except `keep`.
