@@ -7,12 +7,15 @@
 //! context and exports the generated BPF program. Both run in the runtime's
 //! parent process, so every error surfaces before a container process exists.
 
-use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
     LinuxSeccompOperator, LinuxSyscall,
 };
 
+use crate::enosys;
 use crate::features::{self, api_level, version_string};
 use crate::filter::{self, Filter, KernelFlags};
 use crate::names::{action_name, arch_name, flag_name, scmp_arch};
@@ -174,8 +177,34 @@ impl<'a> Plan<'a> {
             rule.add_to(&mut ctx)?;
         }
 
-        let program = filter::export(&ctx)?;
+        let mut program = self.enosys_prefix();
+        program.extend(filter::export(&ctx)?);
+        filter::check_length(&program)?;
         Ok(Filter::new(program, kernel_flags))
+    }
+
+    /// ENOSYS for system calls newer than any the profile names (see `enosys`), unless
+    /// the default action lets them run anyway.
+    fn enosys_prefix(&self) -> Vec<libc::sock_filter> {
+        if matches!(self.default_action, ScmpAction::Allow | ScmpAction::Log) {
+            return Vec::new();
+        }
+        let names: Vec<&str> = self
+            .rules
+            .iter()
+            .flat_map(|rule| rule.syscalls.iter().map(|(name, _)| *name))
+            .collect();
+        let mut arches = vec![ScmpArch::native()];
+        for arch in self.architectures {
+            let arch = match scmp_arch(*arch) {
+                ScmpArch::Native => ScmpArch::native(),
+                a => a,
+            };
+            if !arches.contains(&arch) {
+                arches.push(arch);
+            }
+        }
+        enosys::prefix(&enosys::Newest::of(&names, &arches))
     }
 
     fn add_architectures(&self, ctx: &mut ScmpFilterContext) -> Result<(), SeccompError> {

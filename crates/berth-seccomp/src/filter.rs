@@ -216,13 +216,19 @@ fn parse_program(bytes: &[u8]) -> Result<Vec<libc::sock_filter>, SeccompError> {
             k: u32::from_ne_bytes([insn[4], insn[5], insn[6], insn[7]]),
         })
         .collect();
+    check_length(&program)?;
+    Ok(program)
+}
+
+/// Refuses a program longer than the kernel loads.
+pub(crate) fn check_length(program: &[libc::sock_filter]) -> Result<(), SeccompError> {
     if program.len() > BPF_MAXINSNS {
         return Err(SeccompError::ProgramTooLong {
             len: program.len(),
             max: BPF_MAXINSNS,
         });
     }
-    Ok(program)
+    Ok(())
 }
 
 #[cfg(test)]

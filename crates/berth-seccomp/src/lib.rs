@@ -24,6 +24,7 @@
 //! libseccomp for the running kernel, with the same calls `compile` makes.
 
 mod compile;
+mod enosys;
 mod error;
 mod features;
 mod filter;

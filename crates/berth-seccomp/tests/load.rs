@@ -677,3 +677,47 @@ fn notify_hands_the_syscall_to_the_listener() {
 
     assert_eq!(child.wait(), Outcome::Exited(libc::EXDEV));
 }
+
+/// close_range(2) on fds nobody has: 0 where the kernel has it, else the errno.
+fn close_range() -> i32 {
+    // SAFETY: close_range on a range of descriptor numbers this process does not use
+    // touches no memory and closes nothing.
+    if unsafe { libc::syscall(libc::SYS_close_range, 1_000_000u32, 1_000_001u32, 0u32) } < 0 {
+        errno()
+    } else {
+        0
+    }
+}
+
+#[test]
+fn syscalls_newer_than_the_profile_get_enosys() {
+    // The newest call the profile names is statx (332 on x86_64): close_range (436)
+    // is newer, uname (63) is not.
+    let filter = deny_by_default(
+        None,
+        vec![rule(&["statx"], LinuxSeccompAction::ScmpActAllow)],
+    );
+
+    assert_eq!(
+        run(&filter, NNP, close_range),
+        Outcome::Exited(libc::ENOSYS)
+    );
+    assert_eq!(run(&filter, NNP, uname), Outcome::Exited(libc::EPERM));
+}
+
+#[test]
+fn a_profile_that_names_a_newer_call_decides_it_itself() {
+    let filter = deny_by_default(
+        None,
+        vec![rule(&["close_range"], LinuxSeccompAction::ScmpActErrno)],
+    );
+
+    assert_eq!(run(&filter, NNP, close_range), Outcome::Exited(libc::EPERM));
+}
+
+#[test]
+fn an_allow_by_default_profile_lets_newer_calls_run() {
+    let filter = allow_by_default(vec![errno_rule(&["uname"], 38)]);
+
+    assert_eq!(run(&filter, NNP, close_range), Outcome::Exited(0));
+}

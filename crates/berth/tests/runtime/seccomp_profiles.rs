@@ -102,3 +102,23 @@ fn exec_runs_under_a_classic_allowlist() {
         berth.cmd(&["delete", "--force", &id]).assert_ok("delete");
     }
 }
+
+/// startContainer hooks run under the container's filter. berth starts them with
+/// posix_spawn, which in glibc tries clone3 first and falls back to clone only on ENOSYS:
+/// the filter answers calls newer than the profile with ENOSYS, as runc's does.
+#[test]
+fn a_start_container_hook_runs_under_a_classic_allowlist() {
+    for no_new_privs in [false, true] {
+        let berth = Berth::new();
+        let b = classic_bundle(no_new_privs, "cat /tmp/hook-ran").edit(|v| {
+            v["hooks"] = json!({"startContainer": [{
+                "path": "/bin/sh",
+                "args": ["sh", "-c", "echo hook-ran > /tmp/hook-ran"]
+            }]});
+        });
+
+        let out = berth.run_to_exit(&b);
+
+        assert_eq!(out.stdout, "hook-ran\n", "stderr: {}", out.stderr);
+    }
+}
