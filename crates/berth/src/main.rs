@@ -17,6 +17,15 @@ use libberth::{ConsoleTarget, CreateOptions, Runtime};
 
 fn main() -> ExitCode {
     let opts = GlobalOpts::parse();
+    // Before berth opens anything: its own descriptors must stay above the range the
+    // container is to inherit.
+    let preserve = match &opts.command {
+        Some(Command::Create(c)) => c.opts.preserve_fds,
+        Some(Command::Run(r)) => r.opts.preserve_fds,
+        Some(Command::Exec(e)) => e.preserve_fds,
+        _ => 0,
+    };
+    libberth::process::reserve_preserved_fds(preserve);
     let logger = log::Logger::new(opts.log.as_deref(), opts.log_format, opts.debug);
     if opts.version {
         print_version();

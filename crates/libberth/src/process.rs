@@ -252,6 +252,35 @@ impl<'a> FinalSetup<'a> {
     }
 }
 
+/// `--preserve-fds N`: fds 3 to 3+N-1 go to the container. Called first thing, before
+/// berth opens anything, so that none of berth's own descriptors (its log, the state
+/// directory it locks, the exec fifo, the setup channel) can land in that range: there
+/// the init would hold the state lock until exec (a `start` waiting on it deadlocks), or
+/// a host directory would reach the container. A number in the range that is not open is
+/// filled with /dev/null, as the container is promised an fd there.
+pub fn reserve_preserved_fds(n: u32) {
+    for fd in 3..3u32.saturating_add(n).min(i32::MAX as u32) {
+        let fd = fd as i32;
+        // SAFETY: F_GETFD only reads the flags of an fd number; EBADF if it is not open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+            continue;
+        }
+        let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDWR, Mode::empty()) else {
+            return;
+        };
+        use std::os::fd::IntoRawFd;
+        let raw = null.into_raw_fd();
+        if raw != fd {
+            // SAFETY: dup2 onto a number that is not open (checked above); `raw` is ours
+            // and is closed right after.
+            unsafe {
+                libc::dup2(raw, fd);
+                libc::close(raw);
+            }
+        }
+    }
+}
+
 /// Closes every fd from `first` up except `keep`.
 pub(crate) fn close_fds_except(first: i32, keep: &[i32]) -> Result<()> {
     let fds: Vec<i32> = fs::read_dir("/proc/self/fd")

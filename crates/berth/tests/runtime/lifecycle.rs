@@ -288,6 +288,67 @@ fn preserve_fds_passes_the_callers_fds_to_the_container() {
     );
 }
 
+/// `--preserve-fds 5` with only stdio open: berth's own descriptors (its lock on the
+/// state directory, the exec fifo, the setup channel) must not land in 3..7, where the
+/// init would keep the lock until exec and `run` would wait for it forever. The
+/// container gets /dev/null at the numbers the caller left closed.
+#[test]
+fn preserve_fds_beyond_the_open_ones_neither_hangs_nor_leaks() {
+    let berth = Berth::new();
+    let b = Bundle::new()
+        .sh("for fd in 3 4 5 6 7 8; do echo \"$fd $(readlink /proc/self/fd/$fd)\"; done");
+
+    let out = berth.run(&unique_id("fdsrun"), b.path(), &["--preserve-fds", "5"]);
+
+    out.assert_ok("run --preserve-fds 5");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "3 /dev/null",
+            "4 /dev/null",
+            "5 /dev/null",
+            "6 /dev/null",
+            "7 /dev/null",
+            "8 "
+        ],
+        "stderr: {}",
+        out.stderr
+    );
+}
+
+/// `exec --preserve-fds 1`: the caller's fd 3 reaches the exec'd process, and nothing
+/// of berth's follows it.
+#[test]
+fn exec_preserve_fds_passes_the_callers_fd() {
+    let berth = Berth::new();
+    let b = Bundle::new().sh("echo up; exec sleep 100");
+    let id = unique_id("fdsexec");
+    berth.start_and_wait(&id, &b, "up");
+    let passed = b.path().join("passed");
+    fs::write(&passed, "exec-fd-3").unwrap();
+    let out = b.path().join("exec.out");
+
+    let mut exec = std::process::Command::new("/bin/sh")
+        .args([
+            "-c",
+            "exec \"$0\" --root \"$1\" exec --preserve-fds 1 \"$2\" sh -c 'cat <&3; echo; ls /proc/self/fd | wc -l' 3<\"$3\" >\"$4\" 2>&1",
+        ])
+        .arg(berth_bin())
+        .arg(berth.root())
+        .arg(&id)
+        .arg(&passed)
+        .arg(&out)
+        .spawn()
+        .unwrap();
+    let status = wait_bounded(&mut exec, COMMAND_LIMIT).expect("exec finished");
+
+    let text = fs::read_to_string(&out).unwrap_or_default();
+    assert!(status.success(), "exec --preserve-fds failed: {text}");
+    // 0, 1, 2, 3 and the fd `ls` opens to read /proc/self/fd.
+    assert_eq!(text, "exec-fd-3\n5\n");
+}
+
 #[test]
 fn no_pivot_runs_the_process_in_the_rootfs() {
     let berth = Berth::new();
