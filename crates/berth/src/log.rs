@@ -37,7 +37,7 @@ impl Logger {
                 let v = serde_json::json!({"level": level, "msg": msg, "time": time});
                 format!("{v}\n")
             }
-            LogFormat::Text => format!("time=\"{time}\" level={level} msg={msg:?}\n"),
+            LogFormat::Text => text_line(&time, level, msg),
         }
     }
 
@@ -60,9 +60,25 @@ impl Logger {
         self.write("warning", msg);
     }
 
-    /// Errors go to the log file and always to stderr, as runc does.
+    /// Errors go to the log file and always to stderr, as runc does: the bare message
+    /// when there is a log file, runc's logfmt line otherwise (engines and conformance
+    /// suites read stderr and look for "error"), and a plain line on a terminal.
     pub fn error(&self, msg: &str) {
         self.write("error", msg);
-        eprintln!("berth: {msg}");
+        if self.file.is_some() {
+            eprintln!("{msg}");
+        } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!("berth: error: {msg}");
+        } else {
+            eprint!(
+                "{}",
+                text_line(&libberth::state::now_rfc3339(), "error", msg)
+            );
+        }
     }
+}
+
+/// runc's (logrus's) text line: `time="..." level=error msg="..."`.
+fn text_line(time: &str, level: &str, msg: &str) -> String {
+    format!("time=\"{time}\" level={level} msg={msg:?}\n")
 }

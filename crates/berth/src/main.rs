@@ -16,7 +16,10 @@ use clap::Parser;
 use libberth::{ConsoleTarget, CreateOptions, Runtime};
 
 fn main() -> ExitCode {
-    let opts = GlobalOpts::parse();
+    let opts = match GlobalOpts::try_parse() {
+        Ok(o) => o,
+        Err(e) => return usage_error(e),
+    };
     // Before berth opens anything: its own descriptors must stay above the range the
     // container is to inherit.
     let preserve = match &opts.command {
@@ -73,17 +76,52 @@ fn main() -> ExitCode {
         rootless,
     };
     logger.debug(&format!("{cmd:?}"));
+    // runc's exec fails with 255 and says so first; engines tell its failures apart by it.
+    let exec = matches!(cmd, Command::Exec(_));
     match dispatch(&rt, cmd, opts.criu.as_deref(), &logger) {
         Ok(code) => code,
         Err((id, e)) => {
-            let msg = match id {
+            let mut msg = match id {
                 Some(id) => format!("container {id:?}: {}", e.chain()),
                 None => e.chain(),
             };
+            if exec {
+                msg.insert_str(0, "exec failed: ");
+            }
             logger.error(&msg);
-            ExitCode::from(1)
+            ExitCode::from(if exec { 255 } else { 1 })
         }
     }
+}
+
+/// A command line clap cannot take: help and version as clap prints them, anything else
+/// as one line and exit status 1, as runc.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(if e.exit_code() == 0 { 0 } else { 1 });
+    }
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // "the following required arguments were not provided:" names them on the next line.
+    let first = match first.strip_suffix(':') {
+        Some(head) => format!("{head}: {}", lines.next().unwrap_or("")),
+        None => first.to_string(),
+    };
+    let tip = lines.find_map(|l| l.strip_prefix("tip: "));
+    match tip {
+        Some(tip) => eprintln!("berth: error: {first} ({tip})"),
+        None => eprintln!("berth: error: {first}"),
+    }
+    ExitCode::from(1)
 }
 
 fn print_version() {

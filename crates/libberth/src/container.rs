@@ -378,9 +378,13 @@ impl Runtime {
         let saved = dir.load()?;
         let status = status_of(&dir, &saved);
         if all {
-            if status == Status::Stopped && !saved.own_pid_ns {
-                // Processes may outlive the init when the pid namespace is shared.
-                return signal_cgroup(&saved, sig);
+            if status == Status::Stopped {
+                // Processes may outlive the init when the pid namespace is shared; with
+                // none left there is nothing to do, and runc says nothing either.
+                return match saved.own_pid_ns {
+                    true => Ok(()),
+                    false => signal_cgroup(&saved, sig),
+                };
             }
             status.check(Op::Kill)?;
             return signal_cgroup(&saved, sig);
@@ -421,12 +425,7 @@ impl Runtime {
         let dir = StateDir::open(&self.root, id)?;
         let saved = dir.load()?;
         let status = status_of(&dir, &saved);
-        if matches!(status, Status::Stopped | Status::Creating) {
-            return Err(Error::BadState {
-                op: "update",
-                status,
-            });
-        }
+        status.check(Op::Update)?;
         let cg = saved
             .cgroup
             .as_ref()
@@ -618,17 +617,15 @@ pub(crate) fn pidfd(pid: i32) -> Option<OwnedFd> {
 /// never hit.
 fn signal_init(saved: &Saved, sig: i32) -> Result<()> {
     use std::os::fd::AsRawFd;
+    let gone = Error::BadState {
+        op: Op::Kill,
+        status: Status::Stopped,
+    };
     let Some(fd) = pidfd(saved.pid) else {
-        return Err(Error::BadState {
-            op: "kill",
-            status: Status::Stopped,
-        });
+        return Err(gone);
     };
     if !state::pid_alive(saved.pid, saved.pid_start) {
-        return Err(Error::BadState {
-            op: "kill",
-            status: Status::Stopped,
-        });
+        return Err(gone);
     }
     // SAFETY: pidfd_send_signal with a valid pidfd, a signal number and no siginfo.
     let rc = unsafe {
@@ -640,9 +637,15 @@ fn signal_init(saved: &Saved, sig: i32) -> Result<()> {
             0,
         )
     };
-    Errno::result(rc)
-        .map(drop)
-        .ctx(|| format!("send signal {sig} to the init (pid {})", saved.pid))
+    match Errno::result(rc) {
+        Ok(_) => Ok(()),
+        // It exited between the check and the signal: as runc, "container not running".
+        Err(Errno::ESRCH) => Err(gone),
+        Err(e) => Err(Error::sys(
+            format!("send signal {sig} to the init (pid {})", saved.pid),
+            e,
+        )),
+    }
 }
 
 fn signal_cgroup(saved: &Saved, sig: i32) -> Result<()> {

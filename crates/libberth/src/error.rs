@@ -4,20 +4,24 @@
 
 use std::path::PathBuf;
 
-use crate::state::Status;
+use crate::state::{Op, Status};
 
 /// Result alias for the runtime library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid container id {id:?}: {reason}")]
+    /// runc's words lead: engines and conformance suites look for them.
+    #[error("invalid container ID format: {id:?}: {reason}")]
     InvalidId { id: String, reason: &'static str },
 
-    #[error("container {0:?} already exists")]
+    /// The id is printed before the message (`container "x": ...`), not in it: engines
+    /// match the words "container with given ID already exists" whole.
+    #[error("container with given ID already exists")]
     Exists(String),
 
-    #[error("container {0:?} does not exist")]
+    /// As [`Error::Exists`]: Docker matches "container does not exist" whole.
+    #[error("container does not exist")]
     NotFound(String),
 
     /// A config.json that parses but breaks a rule of the runtime spec or of this host.
@@ -60,9 +64,10 @@ pub enum Error {
     #[error("container init: {0}")]
     Init(String),
 
-    /// An operation that the container's current state does not allow.
-    #[error("cannot {op} a container that is {status}")]
-    BadState { op: &'static str, status: Status },
+    /// An operation that the container's current state does not allow, said as runc
+    /// says it (see [`Op::refusal`]).
+    #[error("{}", op.refusal(*status))]
+    BadState { op: Op, status: Status },
 
     /// A hook that failed where the spec says the failure is fatal.
     #[error("{kind} hook {path:?} failed: {reason}")]

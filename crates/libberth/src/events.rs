@@ -16,11 +16,7 @@ use berth_cgroups::{Manager, OomNotice, OomWatcher};
 
 use crate::container::{pidfd, status_of, Runtime};
 use crate::error::{Context, Error, Result};
-use crate::state::{self, Saved, StateDir, Status};
-
-/// The operation named in `events` errors: "cannot report events of a container that is
-/// stopped".
-const OP: &str = "report events of";
+use crate::state::{self, Op, Saved, StateDir, Status};
 
 /// One thing that happened to a container.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +32,10 @@ fn watched_cgroup<'a>(dir: &StateDir, saved: &'a Saved) -> Result<&'a Manager> {
     match status_of(dir, saved) {
         Status::Created | Status::Running | Status::Paused => {}
         status @ (Status::Creating | Status::Stopped) => {
-            return Err(Error::BadState { op: OP, status });
+            return Err(Error::BadState {
+                op: Op::Events,
+                status,
+            });
         }
     }
     saved.cgroup.as_ref().ok_or_else(|| {
@@ -69,7 +68,7 @@ impl Runtime {
             Some(fd) if state::pid_alive(saved.pid, saved.pid_start) => fd,
             _ => {
                 return Err(Error::BadState {
-                    op: OP,
+                    op: Op::Events,
                     status: Status::Stopped,
                 })
             }

@@ -25,7 +25,7 @@ use crate::container::{ConsoleTarget, Runtime};
 use crate::error::{Context, Error, Result};
 use crate::namespace::{self, type_name};
 use crate::process::{self, Never};
-use crate::state::{self, StateDir, Status};
+use crate::state::{self, Op, StateDir, Status};
 
 /// What `berth exec` asks for.
 #[derive(Debug, Clone)]
@@ -198,15 +198,8 @@ impl Runtime {
         let saved = dir.load()?;
         let status = crate::container::derive_status(&dir.fifo(), &saved);
         let paused = status == Status::Paused;
-        match status {
-            Status::Running | Status::Created => {}
-            Status::Paused if o.ignore_paused => {}
-            other => {
-                return Err(Error::BadState {
-                    op: "exec in",
-                    status: other,
-                })
-            }
+        if !(paused && o.ignore_paused) {
+            status.check(Op::Exec)?;
         }
         let spec = container_spec(&saved.bundle)?;
         let linux = spec.linux().clone().unwrap_or_default();
@@ -235,7 +228,7 @@ impl Runtime {
         }
         if !state::pid_alive(saved.pid, saved.pid_start) {
             return Err(Error::BadState {
-                op: "exec in",
+                op: Op::Exec,
                 status: Status::Stopped,
             });
         }

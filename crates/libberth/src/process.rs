@@ -65,7 +65,10 @@ pub fn lookup_path(cmd: &str, env: &[String]) -> Result<PathBuf> {
     if cmd.contains('/') {
         let p = PathBuf::from(cmd);
         return match fs::metadata(&p) {
-            Ok(m) if m.is_dir() => Err(Error::Exec(format!("exec: {cmd:?}: is a directory"))),
+            // runc 1.1's words: engines map "permission denied" to exit 126.
+            Ok(m) if m.is_dir() => Err(Error::Exec(format!(
+                "exec: {cmd:?}: permission denied (is a directory)"
+            ))),
             Ok(_) if executable(&p) => Ok(p),
             Ok(_) => Err(Error::Exec(format!("exec: {cmd:?}: permission denied"))),
             Err(_) => Err(Error::Exec(format!(

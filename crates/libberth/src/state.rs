@@ -50,17 +50,37 @@ pub enum Op {
     ForceDelete,
     Pause,
     Resume,
+    Exec,
+    Update,
+    Events,
 }
 
 impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Op::Start => "start",
-            Op::Kill => "kill",
-            Op::Delete => "delete",
-            Op::ForceDelete => "force-delete",
-            Op::Pause => "pause",
-            Op::Resume => "resume",
+    /// Why `self` cannot be done to a container in `status`, in runc's words: container
+    /// engines decide by them (containerd and CRI-O take "container not running" from
+    /// `kill` as "already stopped"; anything else fails a pod's stop).
+    pub fn refusal(self, status: Status) -> String {
+        match (self, status) {
+            (Op::Start, Status::Running) => "cannot start an already running container".into(),
+            (Op::Start, Status::Stopped) => "cannot start a container that has stopped".into(),
+            (Op::Start, Status::Paused) => "cannot start a container in the paused state".into(),
+            (Op::Delete, Status::Running | Status::Paused) => {
+                format!("cannot delete container that is not stopped: {status}")
+            }
+            (Op::Exec, Status::Stopped) => "cannot exec in a stopped container".into(),
+            (Op::Exec, Status::Paused) => {
+                "cannot exec in a paused container (use --ignore-paused to override)".into()
+            }
+            (Op::Resume, _) => "container not paused".into(),
+            (Op::Kill | Op::Pause | Op::Update | Op::Events, _) => "container not running".into(),
+            (Op::Start | Op::Delete | Op::ForceDelete | Op::Exec, _) => {
+                let name = match self {
+                    Op::Start => "start",
+                    Op::Delete | Op::ForceDelete => "delete",
+                    _ => "exec in",
+                };
+                format!("cannot {name} a container that is {status}")
+            }
         }
     }
 }
@@ -92,6 +112,18 @@ impl Status {
             | (Op::Pause, Status::Created)
             | (Op::Pause, Status::Paused)
             | (Op::Pause, Status::Stopped) => false,
+            (Op::Exec, Status::Created) | (Op::Exec, Status::Running) => true,
+            (Op::Exec, Status::Creating)
+            | (Op::Exec, Status::Paused)
+            | (Op::Exec, Status::Stopped) => false,
+            (Op::Update, Status::Created)
+            | (Op::Update, Status::Running)
+            | (Op::Update, Status::Paused) => true,
+            (Op::Update, Status::Creating) | (Op::Update, Status::Stopped) => false,
+            (Op::Events, Status::Created)
+            | (Op::Events, Status::Running)
+            | (Op::Events, Status::Paused) => true,
+            (Op::Events, Status::Creating) | (Op::Events, Status::Stopped) => false,
             (Op::Resume, Status::Paused) => true,
             (Op::Resume, Status::Creating)
             | (Op::Resume, Status::Created)
@@ -101,10 +133,7 @@ impl Status {
         if ok {
             Ok(())
         } else {
-            Err(Error::BadState {
-                op: op.name(),
-                status: self,
-            })
+            Err(Error::BadState { op, status: self })
         }
     }
 }
@@ -467,9 +496,18 @@ mod tests {
         Status::Created.check(Op::Start).unwrap();
         assert_eq!(
             Status::Running.check(Op::Start).unwrap_err().to_string(),
-            "cannot start a container that is running"
+            "cannot start an already running container"
         );
-        assert!(Status::Stopped.check(Op::Kill).is_err());
+        assert_eq!(
+            Status::Stopped.check(Op::Kill).unwrap_err().to_string(),
+            "container not running"
+        );
+        assert_eq!(
+            Status::Paused.check(Op::Exec).unwrap_err().to_string(),
+            "cannot exec in a paused container (use --ignore-paused to override)"
+        );
+        Status::Created.check(Op::Exec).unwrap();
+        Status::Paused.check(Op::Update).unwrap();
         assert!(Status::Running.check(Op::Delete).is_err());
         Status::Running.check(Op::ForceDelete).unwrap();
         Status::Created.check(Op::Delete).unwrap();
@@ -478,7 +516,7 @@ mod tests {
         Status::Paused.check(Op::Resume).unwrap();
         assert_eq!(
             Status::Running.check(Op::Resume).unwrap_err().to_string(),
-            "cannot resume a container that is running"
+            "container not paused"
         );
     }
 

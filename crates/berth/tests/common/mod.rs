@@ -292,10 +292,21 @@ impl Output {
     /// Panics unless the command failed as berth reports errors: exit status 1 and one line
     /// on stderr.
     pub fn assert_error(&self, what: &str) -> &Output {
+        self.assert_error_status(what, 1)
+    }
+
+    /// As [`Output::assert_error`] for `exec`, which fails with 255 as runc's does, its
+    /// line starting "exec failed".
+    pub fn assert_exec_error(&self, what: &str) -> &Output {
+        self.assert_error_status(what, 255)
+            .assert_stderr_has(what, &["exec failed: "])
+    }
+
+    fn assert_error_status(&self, what: &str, code: i32) -> &Output {
         assert_eq!(
             self.status.code(),
-            Some(1),
-            "{what}: `{}` should fail with exit status 1, got {}\nstdout: {}\nstderr: {}",
+            Some(code),
+            "{what}: `{}` should fail with exit status {code}, got {}\nstdout: {}\nstderr: {}",
             self.cmdline,
             self.status,
             self.stdout,

@@ -364,7 +364,7 @@ fn checkpoint_of_an_unknown_container_is_refused() {
     out.assert_error("checkpoint of an unknown container")
         .assert_stderr_has(
             "checkpoint of an unknown container",
-            &[&id, "does not exist"],
+            &[&id, "container does not exist"],
         );
 }
 
@@ -597,7 +597,7 @@ fn restore_over_an_existing_container_is_refused() {
     out.assert_error("restore over an existing container")
         .assert_stderr_has(
             "restore over an existing container",
-            &[&id, "already exists"],
+            &[&id, "container with given ID already exists"],
         );
     assert_eq!(berth.state(&id)["status"], "running");
     assert_eq!(berth.pid(&id), pid);

@@ -258,8 +258,10 @@ fn duplicate_id_is_refused_and_the_first_container_is_untouched() {
 
     let out = berth.create(&id, second.path(), &[]);
 
-    out.assert_error("second create")
-        .assert_stderr_has("second create", &[&id, "already exists"]);
+    out.assert_error("second create").assert_stderr_has(
+        "second create",
+        &[&id, "container with given ID already exists"],
+    );
     assert_eq!(
         berth.state(&id),
         state,

@@ -325,7 +325,10 @@ fn events_on_an_unknown_container_fails_naming_it() {
     let out = berth.cmd(&["events", "--stats", &id]);
 
     out.assert_error("events on an unknown id")
-        .assert_stderr_has("events on an unknown id", &[&id, "does not exist"]);
+        .assert_stderr_has(
+            "events on an unknown id",
+            &[&id, "container does not exist"],
+        );
     assert!(out.stdout.is_empty(), "{}", out.stdout);
 }
 

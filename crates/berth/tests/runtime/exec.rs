@@ -168,7 +168,7 @@ fn exec_of_a_missing_command_is_an_error_naming_it() {
 
     let out = exec(&berth, &[&id, "no-such-command"]);
 
-    out.assert_error("exec of a missing command")
+    out.assert_exec_error("exec of a missing command")
         .assert_stderr_has("exec", &[&id, "no-such-command", "not found"]);
 }
 
@@ -183,8 +183,10 @@ fn exec_in_a_stopped_container_fails() {
 
     let out = exec(&berth, &[&id, "true"]);
 
-    out.assert_error("exec in stopped")
-        .assert_stderr_has("exec in stopped", &[&id, "stopped"]);
+    out.assert_exec_error("exec in stopped").assert_stderr_has(
+        "exec in stopped",
+        &[&id, "cannot exec in a stopped container"],
+    );
 }
 
 #[test]
@@ -194,8 +196,14 @@ fn exec_in_a_paused_container_needs_ignore_paused() {
     berth.cmd(&["pause", &id]).assert_ok("pause");
 
     exec(&berth, &[&id, "true"])
-        .assert_error("exec in paused")
-        .assert_stderr_has("exec in paused", &[&id, "paused"]);
+        .assert_exec_error("exec in paused")
+        .assert_stderr_has(
+            "exec in paused",
+            &[
+                &id,
+                "cannot exec in a paused container (use --ignore-paused",
+            ],
+        );
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");
     exec(
@@ -383,13 +391,13 @@ fn exec_cgroup_refuses_a_missing_or_escaping_sub_cgroup() {
     let (id, _b) = running(&berth, "excgbad");
 
     exec(&berth, &["--cgroup", "nosuch", &id, "true"])
-        .assert_error("exec --cgroup nosuch")
+        .assert_exec_error("exec --cgroup nosuch")
         .assert_stderr_has("exec", &["--cgroup", "nosuch", "does not exist"]);
     exec(&berth, &["--cgroup", "../..", &id, "true"])
-        .assert_error("exec --cgroup ../..")
+        .assert_exec_error("exec --cgroup ../..")
         .assert_stderr_has("exec", &["--cgroup", "without . or .."]);
     exec(&berth, &["--cgroup", "nosuchctl:sub", &id, "true"])
-        .assert_error("exec --cgroup nosuchctl:sub")
+        .assert_exec_error("exec --cgroup nosuchctl:sub")
         .assert_stderr_has("exec", &["no nosuchctl cgroup"]);
 }
 

@@ -427,7 +427,10 @@ fn delete_of_a_running_container_without_force_fails() {
     let out = berth.cmd(&["delete", &id]);
 
     out.assert_error("delete of a running container")
-        .assert_stderr_has("delete", &[&id, "running"]);
+        .assert_stderr_has(
+            "delete",
+            &[&id, "cannot delete container that is not stopped: running"],
+        );
     assert!(pid_alive(pid), "the init died");
     assert_eq!(berth.state(&id)["status"], "running");
 }
@@ -444,7 +447,11 @@ fn kill_of_a_stopped_container_fails() {
     let out = berth.cmd(&["kill", &id, "KILL"]);
 
     out.assert_error("kill of a stopped container")
-        .assert_stderr_has("kill", &[&id, "stopped"]);
+        .assert_stderr_has("kill", &[&id, "container not running"]);
+    // With --all there is nothing left to signal, and that is no error (runc's too).
+    berth
+        .cmd(&["kill", "--all", &id, "KILL"])
+        .assert_ok("kill --all of a stopped container");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -465,7 +472,7 @@ fn delete_removes_a_stopped_container() {
     berth
         .cmd(&["state", &id])
         .assert_error("state after delete")
-        .assert_stderr_has("state after delete", &[&id, "does not exist"]);
+        .assert_stderr_has("state after delete", &[&id, "container does not exist"]);
     assert_no_leftovers(&berth, &id, b.path());
 }
 
@@ -724,7 +731,7 @@ fn run_deletes_the_container_afterwards() {
     berth
         .cmd(&["state", &id])
         .assert_error("state after run")
-        .assert_stderr_has("state after run", &["does not exist"]);
+        .assert_stderr_has("state after run", &["container does not exist"]);
     assert_no_leftovers(&berth, &id, b.path());
 }
 
@@ -929,14 +936,14 @@ fn pause_of_a_created_container_and_resume_of_a_running_one_fail() {
     berth
         .cmd(&["pause", &id])
         .assert_error("pause created")
-        .assert_stderr_has("pause created", &[&id, "created"]);
+        .assert_stderr_has("pause created", &[&id, "container not running"]);
 
     berth.cmd(&["start", &id]).assert_ok("start");
     berth.wait_stdout(&id, "ready");
     berth
         .cmd(&["resume", &id])
         .assert_error("resume running")
-        .assert_stderr_has("resume running", &[&id, "running"]);
+        .assert_stderr_has("resume running", &[&id, "container not paused"]);
 }
 
 #[test]
@@ -1066,5 +1073,5 @@ fn update_refuses_a_stopped_container_and_a_bad_size() {
     berth
         .cmd(&["update", "--pids-limit", "5", &id])
         .assert_error("update stopped")
-        .assert_stderr_has("update stopped", &[&id, "stopped"]);
+        .assert_stderr_has("update stopped", &[&id, "container not running"]);
 }
