@@ -73,13 +73,6 @@ impl Runtime {
         let process = sp.process().as_ref().expect("validated");
         let ns = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or(&[]))
             .map_err(|r| cfg_err(&bundle, "linux.namespaces", r))?;
-        if !ns.creates(LinuxNamespaceType::Mount) {
-            return Err(cfg_err(
-                &bundle,
-                "linux.namespaces",
-                "berth needs a new mount namespace".into(),
-            ));
-        }
         let terminal = process.terminal().unwrap_or(false);
         if terminal && o.console.is_none() {
             return Err(cfg_err(
@@ -117,12 +110,19 @@ impl Runtime {
             cg.validate(&resources)?;
         }
         let ns_files = namespace::open_joined(&ns)?;
+        let host_mounts = match ns.has(LinuxNamespaceType::Mount) {
+            true => None,
+            false => Some(crate::rootfs::hostns::mounts_below(&bundle.rootfs)?),
+        };
 
         let dir = StateDir::create(&self.root, &o.id)?;
         let mut guard = CreateGuard {
             dir: Some(dir),
             cgroup: None,
             pid: None,
+            host_mounts: host_mounts
+                .clone()
+                .map(|before| (bundle.rootfs.clone(), before)),
         };
         let mut saved = Saved {
             oci_version: sp.version().clone(),
@@ -137,6 +137,7 @@ impl Runtime {
             cgroup: cgroup.clone(),
             own_pid_ns: ns.creates(LinuxNamespaceType::Pid),
             hooks: sp.hooks().clone(),
+            host_mounts,
             status: Status::Creating,
         };
         let dir = guard.dir.as_ref().expect("set above");
@@ -508,6 +509,10 @@ pub(crate) fn cgroup_resources(
     let mut rules = r.devices().clone().unwrap_or_default();
     rules.extend(berth_cgroups::default_allowed_devices());
     for d in linux.devices().as_deref().unwrap_or(&[]) {
+        // A fifo is no device the cgroup controls: made, never ruled (as runc).
+        if d.typ() == oci_spec::runtime::LinuxDeviceType::P {
+            continue;
+        }
         let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
         rule.set_allow(true);
         rule.set_typ(Some(d.typ()));
@@ -534,6 +539,9 @@ fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
     if let Some(cg) = &saved.cgroup {
         kill_cgroup(cg);
         cg.remove()?;
+    }
+    if let Some(before) = &saved.host_mounts {
+        crate::rootfs::hostns::unmount_new_below(&saved.rootfs, before)?;
     }
     let st = serde_json::to_vec(&saved.report(Status::Stopped)).expect("state serializes");
     if let Err(e) = hooks::run_all(hooks::Kind::Poststop, saved.hooks.as_ref(), &st) {
@@ -780,6 +788,8 @@ struct CreateGuard {
     dir: Option<StateDir>,
     cgroup: Option<berth_cgroups::Manager>,
     pid: Option<i32>,
+    /// In the host's mount namespace: the rootfs and the mounts below it before create.
+    host_mounts: Option<(PathBuf, Vec<u32>)>,
 }
 
 impl CreateGuard {
@@ -787,6 +797,7 @@ impl CreateGuard {
         self.dir = None;
         self.cgroup = None;
         self.pid = None;
+        self.host_mounts = None;
     }
 }
 
@@ -800,6 +811,9 @@ impl Drop for CreateGuard {
         if let Some(cg) = self.cgroup.take() {
             kill_cgroup(&cg);
             let _ = cg.remove();
+        }
+        if let Some((rootfs, before)) = self.host_mounts.take() {
+            let _ = crate::rootfs::hostns::unmount_new_below(&rootfs, &before);
         }
         if let Some(d) = self.dir.take() {
             let _ = d.remove();

@@ -81,6 +81,9 @@ struct ExecConfig<'a> {
     preserve_fds: u32,
     personality: Option<oci_spec::runtime::LinuxPersonality>,
     memory_policy: Option<oci_spec::runtime::LinuxMemoryPolicy>,
+    /// The init's root, for a container without a mount namespace of its own: entered
+    /// with chroot, as joining the namespace does for the others.
+    chroot: Option<OwnedFd>,
 }
 
 impl Runtime {
@@ -226,6 +229,20 @@ impl Runtime {
             })?;
             ns_files.push(namespace::NsFile::from_fd(t, path, fd));
         }
+        let chroot = match listed.contains(&LinuxNamespaceType::Mount) {
+            true => None,
+            false => {
+                let path = format!("/proc/{}/root", saved.pid);
+                Some(
+                    open(
+                        path.as_str(),
+                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ctx(|| format!("open the container's root {path}"))?,
+                )
+            }
+        };
         if !state::pid_alive(saved.pid, saved.pid_start) {
             return Err(Error::BadState {
                 op: Op::Exec,
@@ -281,6 +298,7 @@ impl Runtime {
             preserve_fds: o.preserve_fds,
             personality: linux.personality().clone(),
             memory_policy: linux.memory_policy().clone(),
+            chroot,
         };
         let cgroup_dir = unified_dir.filter(|_| !paused).and_then(|p| {
             open(
@@ -522,6 +540,7 @@ fn intermediate(chan: Channel, cfg: &ExecConfig<'_>, in_cgroup: bool) -> ! {
 fn run_intermediate(chan: &Channel, cfg: &ExecConfig<'_>, in_cgroup: bool) -> Result<()> {
     let mut keep: Vec<i32> = cfg.ns_files.iter().map(|f| f.raw_fd()).collect();
     keep.extend(cfg.late_files.iter().map(|f| f.as_raw_fd()));
+    keep.extend(cfg.chroot.iter().map(|f| f.as_raw_fd()));
     keep.push(chan.as_fd().as_raw_fd());
     process::close_fds_except(3 + cfg.preserve_fds as i32, &keep)?;
     // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number has no memory effects.
@@ -536,6 +555,13 @@ fn run_intermediate(chan: &Channel, cfg: &ExecConfig<'_>, in_cgroup: bool) -> Re
             }
             fs::write(f, "0").ctx(|| format!("join the container's cgroup via {}", f.display()))?;
         }
+    }
+    // Before any namespace is joined: chroot needs CAP_SYS_CHROOT over the host's mount
+    // namespace, which a joined user namespace would not give.
+    if let Some(root) = &cfg.chroot {
+        nix::unistd::fchdir(root).ctx(|| "enter the container's root".into())?;
+        nix::unistd::chroot(".").ctx(|| "chroot into the container's root".into())?;
+        nix::unistd::chdir("/").ctx(|| "chdir / in the container's root".into())?;
     }
     for f in &cfg.ns_files {
         namespace::join(f)?;

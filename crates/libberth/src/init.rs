@@ -168,6 +168,7 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
         cgroupns: cfg.ns.has(LinuxNamespaceType::Cgroup),
         userns: cfg.ns.has(LinuxNamespaceType::User),
         idmapped: &cfg.idmapped,
+        host_mount_ns: !cfg.ns.has(LinuxNamespaceType::Mount),
     };
     rootfs::prepare(&ctx)?;
 
@@ -188,7 +189,14 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
     // startContainer hooks run once create has returned: the container is `created`.
     let start_state = container_state_json(cfg, host_pid, Status::Created);
 
-    rootfs::switch_root(cfg.rootfs, cfg.no_pivot)?;
+    let how = if !cfg.ns.has(LinuxNamespaceType::Mount) {
+        rootfs::RootSwitch::Chroot
+    } else if cfg.no_pivot {
+        rootfs::RootSwitch::Move
+    } else {
+        rootfs::RootSwitch::Pivot
+    };
+    rootfs::switch_root(cfg.rootfs, how)?;
 
     let console = if process.terminal().unwrap_or(false) {
         Some(crate::console::setup_in_container(

@@ -119,8 +119,6 @@ impl Validator<'_> {
         crate::netdev::check(linux, &ns).map_err(|(f, r)| self.err(f, r))?;
         self.mounts()?;
         self.sysctls(&ns)?;
-        self.paths("linux.maskedPaths", linux.masked_paths().as_deref())?;
-        self.paths("linux.readonlyPaths", linux.readonly_paths().as_deref())?;
         self.devices()?;
         self.unsupported()?;
         self.process_attributes()?;
@@ -198,6 +196,40 @@ impl Validator<'_> {
         Ok(())
     }
 
+    /// A container in the host's mount namespace: what would change the host's own mounts
+    /// (their propagation, read-only binds over paths, a read-only remount of the mount
+    /// that holds the rootfs) is refused, as runc refuses masked and read-only paths.
+    fn without_mount_namespace(&self) -> Result<()> {
+        let s = self.spec;
+        let linux = s.linux().as_ref().expect("checked");
+        let why = "needs a private mount namespace (linux.namespaces has no mount namespace)";
+        if linux.masked_paths().as_ref().is_some_and(|p| !p.is_empty()) {
+            return Err(self.err("linux.maskedPaths", why));
+        }
+        if linux
+            .readonly_paths()
+            .as_ref()
+            .is_some_and(|p| !p.is_empty())
+        {
+            return Err(self.err("linux.readonlyPaths", why));
+        }
+        if linux
+            .rootfs_propagation()
+            .as_ref()
+            .is_some_and(|p| !p.is_empty())
+        {
+            return Err(self.err("linux.rootfsPropagation", why));
+        }
+        if s.root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false)
+        {
+            return Err(self.err("root.readonly", why));
+        }
+        Ok(())
+    }
+
     fn namespaces(&self, ns: &Namespaces) -> Result<()> {
         let s = self.spec;
         let linux = s.linux().as_ref().expect("checked");
@@ -231,6 +263,9 @@ impl Validator<'_> {
                     format!("{} does not exist", path.display()),
                 ));
             }
+        }
+        if !ns.has(LinuxNamespaceType::Mount) {
+            self.without_mount_namespace()?;
         }
         if s.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !ns.has(LinuxNamespaceType::Uts)
         {
@@ -386,18 +421,6 @@ impl Validator<'_> {
                         self.err(field, "is not namespaced; setting it would change the host")
                     )
                 }
-            }
-        }
-        Ok(())
-    }
-
-    fn paths(&self, field: &str, paths: Option<&[String]>) -> Result<()> {
-        for (i, p) in paths.unwrap_or(&[]).iter().enumerate() {
-            if !p.starts_with('/') {
-                return Err(self.err(
-                    format!("{field}[{i}]"),
-                    format!("{p:?} is not an absolute path"),
-                ));
             }
         }
         Ok(())

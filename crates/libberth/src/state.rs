@@ -159,6 +159,11 @@ pub struct Saved {
     pub own_pid_ns: bool,
     #[serde(default)]
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// A container in the host's mount namespace: the ids of the mounts below its rootfs
+    /// before create. Everything else mounted there is the container's, for delete to
+    /// remove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_mounts: Option<Vec<u32>>,
     pub status: Status,
 }
 

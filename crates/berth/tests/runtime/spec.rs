@@ -455,6 +455,135 @@ fn namespace_path_joins_another_containers_namespace() {
     assert_eq!(Path::new(out.stdout.trim()), first_net);
 }
 
+/// A copy of the test rootfs in the bundle, for containers whose mounts the host sees.
+fn private_rootfs(b: &Bundle) -> PathBuf {
+    let dst = b.path().join("rootfs");
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(rootfs())
+        .arg(&dst)
+        .status()
+        .unwrap();
+    assert!(st.success(), "copy the rootfs");
+    dst
+}
+
+/// The mount points below `dir` in the host's mount namespace.
+fn host_mounts_below(dir: &Path) -> Vec<String> {
+    let dir = fs::canonicalize(dir).unwrap();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| Path::new(m).starts_with(&dir) && Path::new(m) != dir)
+        .collect()
+}
+
+/// The optional fields (shared:N, master:N) of the host's / mount.
+fn root_propagation() -> String {
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap()
+        .to_string();
+    let fields: Vec<&str> = line.split(' ').collect();
+    let end = fields.iter().position(|f| *f == "-").unwrap();
+    fields[6..end].join(" ")
+}
+
+/// Without a mount namespace (runc runs these too) the container lives in the host's: its
+/// mounts are made below its rootfs only, it is entered with chroot, exec enters the same
+/// root, and delete leaves no mount behind and the host's / as it was.
+#[test]
+fn a_container_without_a_mount_namespace_shares_the_hosts_and_leaves_no_mount() {
+    let berth = Berth::new();
+    let b = Bundle::new();
+    let rootfs = private_rootfs(&b);
+    let b = b
+        .edit(|v| {
+            remove_namespace(v, "mount");
+            v["root"]["path"] = json!(rootfs);
+            v["linux"]
+                .as_object_mut()
+                .unwrap()
+                .retain(|k, _| k != "maskedPaths" && k != "readonlyPaths");
+        })
+        .sh("echo ready; exec sleep 1000");
+    let propagation = root_propagation();
+    let id = unique_id("nomntns");
+
+    berth.start_and_wait(&id, &b, "ready");
+
+    let pid = berth.pid(&id);
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap(),
+        host_ns("mnt")
+    );
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/root")).unwrap(),
+        fs::canonicalize(&rootfs).unwrap()
+    );
+    let mounted = host_mounts_below(&rootfs);
+    assert!(
+        mounted.iter().any(|m| m.ends_with("/proc")),
+        "proc is mounted below the rootfs: {mounted:?}"
+    );
+    let out = berth.cmd(&["exec", &id, "cat", ROOTFS_MARKER]);
+    out.assert_ok("exec");
+    assert_eq!(
+        out.stdout, "berth-test-rootfs\n",
+        "exec is in the container's root"
+    );
+    berth.cmd(&["delete", "--force", &id]).assert_ok("delete");
+    assert_eq!(host_mounts_below(&rootfs), Vec::<String>::new());
+    assert_eq!(root_propagation(), propagation, "the host's / changed");
+}
+
+#[test]
+fn a_container_without_a_mount_namespace_refuses_masked_paths() {
+    let b = Bundle::new().edit(|v| {
+        remove_namespace(v, "mount");
+        v["linux"]["maskedPaths"] = json!(["/proc/kcore"]);
+    });
+
+    Berth::new()
+        .create(&unique_id("nomntmask"), b.path(), &[])
+        .assert_error("masked paths without a mount namespace")
+        .assert_stderr_has(
+            "masked paths",
+            &["linux.maskedPaths", "needs a private mount namespace"],
+        );
+}
+
+/// A mount namespace joined by path (`unshare --mount`'s, as runtime-tools' suite does):
+/// the container's root is set up inside it.
+#[test]
+fn a_mount_namespace_is_joined_by_path() {
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sleep", "1000"])
+        .spawn()
+        .unwrap();
+    let path = format!("/proc/{}/ns/mnt", holder.id());
+    let target = wait_for("unshare's mount namespace", || {
+        fs::read_link(&path).ok().filter(|l| *l != host_ns("mnt"))
+    });
+    let b = Bundle::new()
+        .edit(|v| set_namespace(v, "mount", Some(&path)))
+        .sh(&format!("readlink /proc/self/ns/mnt; cat {ROOTFS_MARKER}"));
+
+    let out = Berth::new().run_to_exit(&b);
+
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(
+        out.stdout,
+        format!("{}\nberth-test-rootfs\n", target.display()),
+        "stderr: {}",
+        out.stderr
+    );
+}
+
 #[test]
 fn user_namespace_has_the_configured_id_maps() {
     let b = Bundle::new().edit(with_user_namespace);
@@ -878,6 +1007,44 @@ fn spec_device_is_created() {
     let out = sh_output(b, "stat -c '%F %t:%T %a' /dev/fuse");
 
     assert_eq!(out.trim(), "character special file a:e5 666");
+}
+
+/// A fifo in linux.devices (runtime-tools' suite has one, with a major and minor) is made;
+/// the devices cgroup, which knows only block and character devices, gets no rule for it.
+#[test]
+fn a_fifo_device_is_made_without_a_cgroup_rule() {
+    let b = Bundle::new().edit(|v| {
+        v["linux"]["devices"] = json!([{"path": "/dev/fifo", "type": "p", "major": 8, "minor": 666,
+                                         "fileMode": 0o640}])
+    });
+
+    let out = sh_output(b, "stat -c '%F %a' /dev/fifo");
+
+    assert_eq!(out.trim(), "fifo 640");
+}
+
+/// runc accepts relative masked and read-only paths, resolved against the container's root.
+#[test]
+fn relative_masked_and_readonly_paths_are_resolved_in_the_root() {
+    let b = Bundle::new().edit(|v| {
+        v["linux"]["readonlyPaths"] = json!(["tmp/ro"]);
+        v["linux"]["maskedPaths"] = json!(["tmp/masked"]);
+        add_mount(
+            v,
+            json!({"destination": "/tmp/ro", "type": "tmpfs", "source": "tmpfs"}),
+        );
+        add_mount(
+            v,
+            json!({"destination": "/tmp/masked", "type": "tmpfs", "source": "tmpfs"}),
+        );
+    });
+
+    let out = sh_output(
+        b,
+        "touch /tmp/ro/x 2>/dev/null && echo ro-writable; touch /tmp/masked/x 2>/dev/null && echo masked-writable; echo done",
+    );
+
+    assert_eq!(out.trim(), "done");
 }
 
 // ---------------------------------------------------------------------------------------------

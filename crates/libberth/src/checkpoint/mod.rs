@@ -547,6 +547,7 @@ fn restore_in(o: &RestoreOptions, inputs: &RestoreInputs, undo: &mut Undo) -> Re
         cgroup: Some(cgroup.clone()),
         own_pid_ns: ns.creates(LinuxNamespaceType::Pid),
         hooks: sp.hooks().clone(),
+        host_mounts: None,
         status: Status::Creating,
     };
     undo.dir.as_ref().expect("set").save(&saved)?;

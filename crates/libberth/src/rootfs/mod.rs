@@ -2,6 +2,7 @@
 //! Runs in the container init, inside its new mount namespace.
 
 pub mod devices;
+pub mod hostns;
 pub mod idmap;
 pub mod options;
 pub mod resolve;
@@ -46,6 +47,10 @@ pub struct RootfsContext<'a> {
     pub userns: bool,
     /// Idmapped trees to attach in place of plain binds.
     pub idmapped: &'a [idmap::Prepared],
+    /// The container has no mount namespace of its own: its mounts are made in the
+    /// host's (below the rootfs only, and removed by `delete`), and the root is entered
+    /// with chroot.
+    pub host_mount_ns: bool,
 }
 
 fn propagation_flag(p: Option<&str>) -> Result<MsFlags> {
@@ -61,18 +66,21 @@ fn propagation_flag(p: Option<&str>) -> Result<MsFlags> {
 /// Before the prestart hooks: propagation, the rootfs bind, every mount and the devices.
 pub fn prepare(c: &RootfsContext<'_>) -> Result<()> {
     let linux = c.spec.linux().as_ref().expect("validated");
-    let prop = propagation_flag(linux.rootfs_propagation().as_deref())?;
-    mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
-        .ctx(|| "set propagation of / in the container's mount namespace".into())?;
-    make_parent_private(c.rootfs)?;
-    mount(
-        Some(c.rootfs),
-        c.rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .ctx(|| format!("bind {} onto itself", c.rootfs.display()))?;
+    // In the host's mount namespace, the host's propagation and mounts stay as they are.
+    if !c.host_mount_ns {
+        let prop = propagation_flag(linux.rootfs_propagation().as_deref())?;
+        mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
+            .ctx(|| "set propagation of / in the container's mount namespace".into())?;
+        make_parent_private(c.rootfs)?;
+        mount(
+            Some(c.rootfs),
+            c.rootfs,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx(|| format!("bind {} onto itself", c.rootfs.display()))?;
+    }
     let root = open(
         c.rootfs,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -564,9 +572,23 @@ fn mount_one_hierarchy(
     Ok(())
 }
 
-/// Switches the root: pivot_root and detach the old root, or MS_MOVE + chroot (--no-pivot).
-pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
-    if no_pivot {
+/// How the init enters its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootSwitch {
+    /// pivot_root, then detach the old root.
+    Pivot,
+    /// `--no-pivot`: MS_MOVE the rootfs onto / and chroot.
+    Move,
+    /// No mount namespace of its own: chroot alone, the host's mounts untouched.
+    Chroot,
+}
+
+/// Switches the root.
+pub fn switch_root(rootfs: &Path, how: RootSwitch) -> Result<()> {
+    if how == RootSwitch::Chroot {
+        chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
+        chroot(".").ctx(|| "chroot into the rootfs".into())?;
+    } else if how == RootSwitch::Move {
         chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
         mount(
             Some(rootfs),
