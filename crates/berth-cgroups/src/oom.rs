@@ -88,6 +88,18 @@ fn key_value(text: &str, key: &str) -> u64 {
 }
 
 impl Manager {
+    /// How many processes the OOM killer has killed in the container's memory cgroup
+    /// (`oom_kill` of v1's memory.oom_control or v2's memory.events); `None` without a
+    /// memory controller or a cgroup.
+    pub fn oom_kills(&self) -> Result<Option<u64>> {
+        match self.target("memory", Some("memory")) {
+            None => Ok(None),
+            Some(Target::V1(dir)) => Ok(read_if_present(dir, "memory.oom_control")?
+                .map(|text| key_value(&text, "oom_kill"))),
+            Some(Target::V2(dir)) => v2_oom_kills(dir),
+        }
+    }
+
     /// Starts watching the container's memory cgroup for OOM kills; fails if the host has
     /// no memory controller for it or the cgroup does not exist.
     pub fn watch_oom(&self) -> Result<OomWatcher> {

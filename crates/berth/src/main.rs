@@ -58,12 +58,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // spec and features touch no state: they need no state directory (runc's neither).
+    let stateless = matches!(cmd, Command::Spec(_) | Command::Features(_));
     let root = match opts
         .root
         .clone()
         .map(Ok)
-        .unwrap_or_else(libberth::rootless::default_root)
-    {
+        .unwrap_or_else(|| match stateless {
+            true => Ok(std::path::PathBuf::new()),
+            false => libberth::rootless::default_root(),
+        }) {
         Ok(r) => r,
         Err(e) => {
             logger.error(&e);

@@ -248,9 +248,7 @@ impl Runtime {
         let mut master = None;
         loop {
             let Some((msg, fd)) = chan.recv()? else {
-                return Err(Error::Init(
-                    "the container's init exited during setup".into(),
-                ));
+                return Err(died_during_setup(cfg.cgroup, linux));
             };
             match msg {
                 Msg::MapIds => {
@@ -314,7 +312,6 @@ impl Runtime {
                 other => return Err(Error::Init(format!("unexpected message {other:?}"))),
             }
         }
-        let _ = cfg;
         Ok(master)
     }
 
@@ -523,6 +520,32 @@ pub(crate) fn cgroup_resources(
     }
     r.set_devices(Some(rules));
     r
+}
+
+/// Why the setup processes went away without a word: the OOM killer, under a memory limit
+/// too small for them, or else only that they exited.
+fn died_during_setup(
+    cgroup: Option<&berth_cgroups::Manager>,
+    linux: &oci_spec::runtime::Linux,
+) -> Error {
+    let oom = cgroup
+        .and_then(|c| c.oom_kills().ok().flatten())
+        .is_some_and(|n| n > 0);
+    if !oom {
+        return Error::Init("the container's init exited during setup".into());
+    }
+    let limit = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit());
+    Error::Init(match limit {
+        Some(l) => format!(
+            "the container's init was killed by the OOM killer during setup: \
+             linux.resources.memory.limit is {l} bytes, too little to start it"
+        ),
+        None => "the container's init was killed by the OOM killer during setup".into(),
+    })
 }
 
 fn cfg_err(b: &Bundle, field: &str, reason: String) -> Error {

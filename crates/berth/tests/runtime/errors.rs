@@ -385,3 +385,21 @@ fn a_state_root_writable_by_others_is_refused() {
     fs::set_permissions(berth.root(), fs::Permissions::from_mode(0o711)).unwrap();
     assert!(!berth.root().join(&id).exists());
 }
+
+/// A memory limit too small for berth's own setup: the OOM killer ends the init before it
+/// can report, and the error says so and names the limit, not only that it exited.
+#[test]
+fn a_memory_limit_too_small_for_the_init_is_named() {
+    let b = Bundle::new().edit(|v| {
+        v["linux"]["resources"]["memory"] = serde_json::json!({"limit": 4096});
+    });
+
+    assert_create_refused(
+        b.path(),
+        &unique_id("tinymem"),
+        &[
+            "killed by the OOM killer during setup",
+            "linux.resources.memory.limit is 4096 bytes",
+        ],
+    );
+}

@@ -364,3 +364,29 @@ fn rootless_default_root_is_under_xdg_runtime_dir() {
         "{err}"
     );
 }
+
+/// `spec` touches no state, so it needs no state directory: as a user without
+/// XDG_RUNTIME_DIR it still writes the config.
+#[test]
+fn spec_rootless_needs_no_state_directory() {
+    let (uid, gid) = user();
+    let bundle = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(bundle.path(), Some(uid), Some(gid)).unwrap();
+
+    let out = Command::new(berth_copy())
+        .args(["spec", "--rootless", "--bundle"])
+        .arg(bundle.path())
+        .env_clear()
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(bundle.path().join("config.json").is_file());
+}
