@@ -20,6 +20,7 @@ mod manager;
 pub mod mountinfo;
 mod oom;
 pub mod path;
+mod signal;
 pub mod stats;
 mod v1;
 mod v2;

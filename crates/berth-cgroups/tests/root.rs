@@ -432,3 +432,44 @@ fn enter_self_moves_the_caller_into_every_hierarchy() {
     }
     drop(guard);
 }
+
+/// signal_all reaches every process in the cgroup and below it, and no other: a process
+/// that left the cgroup is not signalled.
+#[test]
+fn signal_all_signals_the_cgroups_processes_only() {
+    require_root();
+    let name = format!("/{}", unique("signal"));
+    let guard = Guard::new(manager_at(&name));
+    let manager = guard.manager.clone();
+    manager.create().unwrap();
+    let mut inside = Command::new("sleep").arg("600").spawn().unwrap();
+    let mut left = Command::new("sleep").arg("600").spawn().unwrap();
+    manager.add_process(inside.id() as i32).unwrap();
+    manager.add_process(left.id() as i32).unwrap();
+    // `left` moves back out to the parent cgroup of every hierarchy.
+    for dir in manager.cgroup_dirs() {
+        let parent = dir.parent().unwrap();
+        let file = if parent.join("cgroup.procs").exists() {
+            "cgroup.procs"
+        } else {
+            "tasks"
+        };
+        fs::write(parent.join(file), left.id().to_string()).unwrap();
+    }
+    assert_eq!(manager.pids().unwrap(), [inside.id() as i32]);
+
+    let sent = manager.signal_all(libc::SIGTERM).unwrap();
+
+    assert_eq!(sent, 1);
+    let status = inside.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGTERM)
+    );
+    assert!(
+        left.try_wait().unwrap().is_none(),
+        "a process outside the cgroup was signalled"
+    );
+    let _ = left.kill();
+    let _ = left.wait();
+}

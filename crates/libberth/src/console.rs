@@ -17,12 +17,27 @@ use crate::error::{Context, Result};
 /// is bind-mounted on /dev/console and returned.
 pub fn setup_in_container(chan: &Channel, size: Option<&ConsoleSize>) -> Result<OwnedFd> {
     let (slave, slave_path) = new_pty(chan, size)?;
-    if !Path::new("/dev/console").exists() {
-        std::fs::write("/dev/console", b"").ctx(|| "create /dev/console".into())?;
+    // /dev/console is resolved inside the root and mounted onto through its fd: where /dev
+    // comes from the image, a link planted there must not take the bind elsewhere.
+    let root = open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "open /".into())?;
+    let console = crate::rootfs::resolve::ensure_file(root.as_fd(), Path::new("/dev/console"))?;
+    // Nor may it lead into procfs or sysfs, where a bind would hide a file the masks and
+    // read-only paths protect (the class of CVE-2025-52565).
+    let fs = nix::sys::statfs::fstatfs(&console).ctx(|| "statfs /dev/console".into())?;
+    let kind = fs.filesystem_type();
+    if kind == nix::sys::statfs::PROC_SUPER_MAGIC || kind == nix::sys::statfs::SYSFS_MAGIC {
+        return Err(crate::error::Error::Unsupported(
+            "/dev/console in the container leads into procfs or sysfs: refused".into(),
+        ));
     }
     mount(
         Some(slave_path.as_str()),
-        "/dev/console",
+        &crate::rootfs::resolve::fd_path(console.as_fd()),
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,

@@ -142,6 +142,7 @@ impl Runtime {
         };
         let dir = guard.dir.as_ref().expect("set above");
         dir.save(&saved)?;
+        dir.save_config(sp)?;
         let fifo = dir.fifo();
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
             .ctx(|| format!("mkfifo {}", fifo.display()))?;
@@ -573,16 +574,15 @@ fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
     dir.remove()
 }
 
+/// SIGKILL to everything in the cgroup (pid-reuse safe: `Manager::signal_all`) until it
+/// is empty, thawing it first so the killed can die.
 pub(crate) fn kill_cgroup(cg: &berth_cgroups::Manager) {
     for _ in 0..50 {
-        let pids = cg.pids().unwrap_or_default();
-        if pids.is_empty() {
+        if cg.pids().map(|p| p.is_empty()).unwrap_or(true) {
             return;
         }
         let _ = cg.thaw();
-        for p in &pids {
-            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
-        }
+        let _ = cg.signal_all(libc::SIGKILL);
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -683,18 +683,7 @@ fn signal_cgroup(saved: &Saved, sig: i32) -> Result<()> {
     let Some(cg) = &saved.cgroup else {
         return signal_init(saved, sig);
     };
-    let s = Signal::try_from(sig).ok();
-    for p in cg.pids()? {
-        match s {
-            Some(s) => {
-                let _ = kill(Pid::from_raw(p), s);
-            }
-            None => {
-                // SAFETY: kill(2) with a pid and a (real-time) signal number.
-                unsafe { libc::kill(p, sig) };
-            }
-        }
-    }
+    cg.signal_all(sig)?;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
 use nix::unistd::{setresgid, setresuid, setsid, Gid, Pid, Uid};
-use oci_spec::runtime::{Capabilities, LinuxCapabilities, LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{Capabilities, LinuxCapabilities, LinuxNamespaceType, Process};
 
 use crate::caps::CapSets;
 use crate::channel::{Channel, Msg};
@@ -92,8 +92,9 @@ impl Runtime {
     /// cwd, terminal, extra capabilities added to every set but inheritable (CVE-2022-29162),
     /// no_new_privs, labels.
     pub fn exec_process(&self, id: &str, o: &ProcessOverrides) -> Result<Process> {
-        let saved = StateDir::open(&self.root, id)?.load()?;
-        let spec = container_spec(&saved.bundle)?;
+        let dir = StateDir::open(&self.root, id)?;
+        let saved = dir.load()?;
+        let spec = dir.config(&saved)?;
         let mut p = spec.process().clone().unwrap_or_default();
         if o.args.is_empty() {
             return Err(Error::Unsupported(
@@ -204,45 +205,10 @@ impl Runtime {
         if !(paused && o.ignore_paused) {
             status.check(Op::Exec)?;
         }
-        let spec = container_spec(&saved.bundle)?;
+        let spec = dir.config(&saved)?;
         let linux = spec.linux().clone().unwrap_or_default();
-        let listed: Vec<LinuxNamespaceType> = linux
-            .namespaces()
-            .as_deref()
-            .unwrap_or(&[])
-            .iter()
-            .map(|n| n.typ())
-            .collect();
-        // The init's namespaces, opened while its start time still matches.
-        let mut ns_files = Vec::new();
-        for t in namespace::ORDER {
-            if !listed.contains(&t) {
-                continue;
-            }
-            let path = PathBuf::from(format!("/proc/{}/ns/{}", saved.pid, proc_ns_name(t)));
-            let fd = open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ctx(|| {
-                format!(
-                    "open the container's {} namespace {}",
-                    type_name(t),
-                    path.display()
-                )
-            })?;
-            ns_files.push(namespace::NsFile::from_fd(t, path, fd));
-        }
-        let chroot = match listed.contains(&LinuxNamespaceType::Mount) {
-            true => None,
-            false => {
-                let path = format!("/proc/{}/root", saved.pid);
-                Some(
-                    open(
-                        path.as_str(),
-                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .ctx(|| format!("open the container's root {path}"))?,
-                )
-            }
-        };
+        let (ns_files, chroot) = init_namespaces(saved.pid)?;
+        let userns = ns_files.iter().any(|f| f.typ() == LinuxNamespaceType::User);
         if !state::pid_alive(saved.pid, saved.pid_start) {
             return Err(Error::BadState {
                 op: Op::Exec,
@@ -289,7 +255,7 @@ impl Runtime {
         let cfg = ExecConfig {
             process: p,
             ns_files,
-            userns: listed.contains(&LinuxNamespaceType::User),
+            userns,
             entry_files,
             late_cgroup: paused,
             late_files,
@@ -516,13 +482,55 @@ fn proc_ns_name(t: LinuxNamespaceType) -> &'static str {
     }
 }
 
-fn container_spec(bundle: &std::path::Path) -> Result<Spec> {
-    let path = bundle.join("config.json");
-    let data = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
-    serde_json::from_slice(&data).map_err(|e| Error::ConfigParse {
-        file: path,
-        source: e,
-    })
+/// The init's namespaces that are not ours, to join (opened while its start time still
+/// matches), and its root when its mount namespace is ours (entered with chroot instead).
+/// What the kernel says, not what a config says: the config may have changed since
+/// create (threat model F5), and an unlisted namespace is the host's anyway.
+fn init_namespaces(pid: i32) -> Result<(Vec<namespace::NsFile>, Option<OwnedFd>)> {
+    let mut ns_files = Vec::new();
+    let mut same_mount_ns = false;
+    for t in namespace::ORDER {
+        let name = proc_ns_name(t);
+        let path = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+        let fd = match open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+            Ok(fd) => fd,
+            // A kernel without this kind of namespace.
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(e) => {
+                return Err(Error::sys(
+                    format!(
+                        "open the container's {} namespace {}",
+                        type_name(t),
+                        path.display()
+                    ),
+                    e,
+                ))
+            }
+        };
+        let theirs = nix::sys::stat::fstat(&fd).ctx(|| format!("stat {}", path.display()))?;
+        let ours = nix::sys::stat::stat(format!("/proc/self/ns/{name}").as_str())
+            .ctx(|| format!("stat /proc/self/ns/{name}"))?;
+        if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino) {
+            same_mount_ns |= t == LinuxNamespaceType::Mount;
+            continue;
+        }
+        ns_files.push(namespace::NsFile::from_fd(t, path, fd));
+    }
+    let chroot = match same_mount_ns {
+        false => None,
+        true => {
+            let path = format!("/proc/{pid}/root");
+            Some(
+                open(
+                    path.as_str(),
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .ctx(|| format!("open the container's root {path}"))?,
+            )
+        }
+    };
+    Ok((ns_files, chroot))
 }
 
 fn intermediate(chan: Channel, cfg: &ExecConfig<'_>, in_cgroup: bool) -> ! {

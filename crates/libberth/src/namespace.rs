@@ -138,6 +138,10 @@ impl NsFile {
         use std::os::fd::AsRawFd;
         self.fd.as_raw_fd()
     }
+
+    pub fn typ(&self) -> LinuxNamespaceType {
+        self.typ
+    }
 }
 
 pub fn join(f: &NsFile) -> Result<()> {

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, Result};
 
 pub const STATE_FILE: &str = "state.json";
+/// The config the container was created with, kept in its state directory.
+pub const CONFIG_COPY: &str = "config.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
 
 /// The lifecycle of a container, as the runtime spec names it.
@@ -286,6 +288,29 @@ impl StateDir {
     pub fn save(&self, saved: &Saved) -> Result<()> {
         let data = serde_json::to_vec(saved).expect("state always serializes");
         write_atomic(&self.dir.join(STATE_FILE), &data, 0o600)
+    }
+
+    /// Keeps the config the container is created with, for the commands that follow
+    /// (exec, checkpoint): they must not obey a config.json edited or replaced in the
+    /// bundle since (threat model F5); runc keeps its config in its state too.
+    pub fn save_config(&self, spec: &oci_spec::runtime::Spec) -> Result<()> {
+        let data = serde_json::to_vec(spec).expect("a spec always serializes");
+        write_atomic(&self.dir.join(CONFIG_COPY), &data, 0o600)
+    }
+
+    /// The config the container was created with; for a container an older berth made,
+    /// which kept none, the bundle's.
+    pub fn config(&self, saved: &Saved) -> Result<oci_spec::runtime::Spec> {
+        let kept = self.dir.join(CONFIG_COPY);
+        let path = match kept.exists() {
+            true => kept,
+            false => saved.bundle.join("config.json"),
+        };
+        let data = fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+        serde_json::from_slice(&data).map_err(|e| Error::ConfigParse {
+            file: path,
+            source: e,
+        })
     }
 
     /// Removes the directory and everything in it; the lock goes with it.

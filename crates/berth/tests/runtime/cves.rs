@@ -365,3 +365,39 @@ fn a_planted_dev_null_in_a_bound_dev_is_refused() {
 
     refused(&b, &["/dev/null", "not the device 1:3"]);
 }
+
+/// A /dev the image controls (bound from a directory) with /dev/console planted as a link
+/// into procfs: the pty is not bound over /proc/sys/kernel/core_pattern (threat model F13, the class
+/// of CVE-2025-52565); the link is resolved inside the root and refused.
+#[test]
+fn a_planted_dev_console_link_into_procfs_is_refused() {
+    let dev = tempfile::tempdir().unwrap();
+    nix::sys::stat::mknod(
+        &dev.path().join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("pts/ptmx", dev.path().join("ptmx")).unwrap();
+    std::os::unix::fs::symlink("/proc/sys/kernel/core_pattern", dev.path().join("console"))
+        .unwrap();
+    let berth = Berth::new();
+    let b = Bundle::new().args(&["true"]).edit(|c| {
+        c["process"]["terminal"] = serde_json::json!(true);
+        // In /dev's place, so that /dev/pts is mounted on top of it.
+        for m in c["mounts"].as_array_mut().unwrap() {
+            if m["destination"] == "/dev" {
+                *m = serde_json::json!({"destination": "/dev", "type": "bind",
+                        "source": dev.path(), "options": ["rbind"]});
+            }
+        }
+    });
+    let id = unique_id("consolelink");
+
+    let out = berth.run(&id, b.path(), &[]);
+
+    out.assert_error("a /dev/console link into procfs")
+        .assert_stderr_has("console", &["/dev/console", "procfs"]);
+    assert_no_leftovers(&berth, &id, b.path());
+}

@@ -411,3 +411,55 @@ impl Drop for RemoveDirs {
         }
     }
 }
+
+/// exec obeys the config the container was created with, and the kernel's view of the
+/// init's namespaces: a config.json replaced in the bundle afterwards (no namespaces, no
+/// seccomp, other env) changes nothing (threat model F5).
+#[test]
+fn exec_ignores_a_config_edited_after_create() {
+    let berth = Berth::new();
+    let b = Bundle::new().sh("echo ready; exec sleep 1000").edit(|c| {
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+        });
+        c["process"]["env"] = json!(["PATH=/bin", "FROM=create"]);
+    });
+    let id = unique_id("exf5");
+    berth.start_and_wait(&id, &b, "ready");
+    let pid = berth.pid(&id);
+    let init_ns: Vec<String> = ["net", "pid", "mnt", "uts", "ipc"]
+        .iter()
+        .map(|n| {
+            fs::read_link(format!("/proc/{pid}/ns/{n}"))
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    let b = b.edit(|c| {
+        c["linux"]["namespaces"] = json!([]);
+        c["linux"]
+            .as_object_mut()
+            .unwrap()
+            .retain(|k, _| k != "seccomp");
+        c["process"]["env"] = json!(["PATH=/bin", "FROM=edited"]);
+    });
+    assert!(b.config()["linux"]["seccomp"].is_null());
+
+    let out = exec(
+        &berth,
+        &[
+            &id,
+            "sh",
+            "-c",
+            "for n in net pid mnt uts ipc; do readlink /proc/self/ns/$n; done; \
+             echo $FROM; mkdir /tmp/x 2>/dev/null && echo mkdir-allowed; grep Seccomp: /proc/self/status",
+        ],
+    );
+
+    out.assert_ok("exec after the config changed");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[..5], init_ns[..], "{}", out.stdout);
+    assert_eq!(lines[5..], ["create", "Seccomp:\t2"], "{}", out.stdout);
+}

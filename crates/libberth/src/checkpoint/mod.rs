@@ -359,7 +359,9 @@ impl Runtime {
         let mut saved = dir.load()?;
         checkpointable(derive_status(&dir.fifo(), &saved))?;
         let criu = find_criu(o.common.criu.as_deref())?;
-        let bundle = spec::load_bundle(&saved.bundle)?;
+        let mut bundle = spec::load_bundle(&saved.bundle)?;
+        // What the container runs with, not a config.json edited since create.
+        bundle.spec = dir.config(&saved)?;
         let ns = namespaces(&bundle.spec, &bundle.config_path)?;
 
         make_dir(&o.common.image_path)?;
@@ -551,6 +553,7 @@ fn restore_in(o: &RestoreOptions, inputs: &RestoreInputs, undo: &mut Undo) -> Re
         status: Status::Creating,
     };
     undo.dir.as_ref().expect("set").save(&saved)?;
+    undo.dir.as_ref().expect("set").save_config(sp)?;
     cgroup.create().map_err(Error::from)?;
     undo.cgroup = Some(cgroup.clone());
     cgroup
@@ -688,6 +691,7 @@ fn restore_in(o: &RestoreOptions, inputs: &RestoreInputs, undo: &mut Undo) -> Re
         state::write_atomic(&abs, pid.to_string().as_bytes(), 0o644)?;
     }
     undo.dir.as_ref().expect("set").save(&saved)?;
+    undo.dir.as_ref().expect("set").save_config(sp)?;
     Ok(Restored { pid })
 }
 
