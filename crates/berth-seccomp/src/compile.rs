@@ -458,6 +458,7 @@ mod tests {
     use oci_spec::runtime::{LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSyscallBuilder};
 
     use super::*;
+    use crate::eval::{errno, Call, ALLOW};
     use crate::supported_flags;
 
     fn rule(names: &[&str], action: LinuxSeccompAction) -> LinuxSyscall {
@@ -505,8 +506,16 @@ mod tests {
 
         let filter = compile(&seccomp).unwrap();
 
-        assert!(filter.instruction_count() > 0);
         assert!(!filter.uses_notify());
+        assert_eq!(
+            filter.decide(&Call::native("uname", &[])),
+            errno(libc::EPERM)
+        );
+        assert_eq!(
+            filter.decide(&Call::native("getcwd", &[])),
+            errno(libc::EPERM)
+        );
+        assert_eq!(filter.decide(&Call::native("getpid", &[])), ALLOW);
     }
 
     #[test]
@@ -565,7 +574,12 @@ mod tests {
             LinuxSeccompAction::ScmpActErrno,
         )]);
 
-        compile(&seccomp).unwrap();
+        let filter = compile(&seccomp).unwrap();
+
+        // socketcall is i386's, not the host's: nothing native is denied.
+        for nr in 0..460 {
+            assert_eq!(filter.decide(&Call::number(nr)), ALLOW, "syscall {nr}");
+        }
     }
 
     #[test]
@@ -627,14 +641,23 @@ mod tests {
         let mut entry = rule(&["uname"], LinuxSeccompAction::ScmpActErrno);
         entry.set_errno_ret(Some(MAX_ERRNO_RET));
 
-        compile(&allow_with(vec![entry])).unwrap();
+        let filter = compile(&allow_with(vec![entry])).unwrap();
+
+        assert_eq!(
+            filter.decide(&Call::native("uname", &[])),
+            errno(MAX_ERRNO_RET as i32)
+        );
     }
 
     #[test]
     fn trace_takes_a_sixteen_bit_errno_ret() {
         let mut entry = rule(&["uname"], LinuxSeccompAction::ScmpActTrace);
         entry.set_errno_ret(Some(MAX_TRACE_RET));
-        compile(&allow_with(vec![entry.clone()])).unwrap();
+        let filter = compile(&allow_with(vec![entry.clone()])).unwrap();
+        assert_eq!(
+            filter.decide(&Call::native("uname", &[])),
+            libc::SECCOMP_RET_TRACE | MAX_TRACE_RET
+        );
 
         entry.set_errno_ret(Some(MAX_TRACE_RET + 1));
         assert!(matches!(
@@ -675,7 +698,9 @@ mod tests {
         // libseccomp itself refuses such a rule with EACCES.
         let seccomp = allow_with(vec![rule(&["uname"], LinuxSeccompAction::ScmpActAllow)]);
 
-        compile(&seccomp).unwrap();
+        let filter = compile(&seccomp).unwrap();
+
+        assert_eq!(filter.decide(&Call::native("uname", &[])), ALLOW);
     }
 
     #[test]
@@ -687,7 +712,17 @@ mod tests {
 
         assert_eq!(plan.default_action, ScmpAction::Errno(libc::EPERM));
         assert_eq!(plan.rules[0].action, ScmpAction::Errno(38));
-        compile(&seccomp).unwrap();
+        let filter = compile(&seccomp).unwrap();
+        assert_eq!(filter.decide(&Call::native("uname", &[])), errno(38));
+        // Older than uname, unlisted: the default; newer than any listed: ENOSYS.
+        assert_eq!(
+            filter.decide(&Call::native("getpid", &[])),
+            errno(libc::EPERM)
+        );
+        assert_eq!(
+            filter.decide(&Call::native("close_range", &[])),
+            errno(libc::ENOSYS)
+        );
     }
 
     #[test]
@@ -776,7 +811,16 @@ mod tests {
             arg(0, LinuxSeccompOperator::ScmpCmpEq, 8),
         ]));
 
-        compile(&profile(LinuxSeccompAction::ScmpActErrno, vec![entry])).unwrap();
+        let filter = compile(&profile(LinuxSeccompAction::ScmpActErrno, vec![entry])).unwrap();
+
+        // Conditions on one index are alternatives.
+        for (persona, verdict) in [(0, ALLOW), (8, ALLOW), (4, errno(libc::EPERM))] {
+            assert_eq!(
+                filter.decide(&Call::native("personality", &[persona])),
+                verdict,
+                "personality({persona})"
+            );
+        }
     }
 
     #[test]
@@ -849,7 +893,13 @@ mod tests {
 
             let name = arch_name(arch);
             if arch == Arch::ScmpArchNative || supported.contains(&name) {
-                assert!(result.is_ok(), "{name}: {result:?}");
+                let filter = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+                // The native part is always there, and it denies uname.
+                assert_eq!(
+                    filter.decide(&Call::native("uname", &[])),
+                    errno(libc::EPERM),
+                    "{name}"
+                );
             } else {
                 assert!(
                     matches!(
@@ -998,6 +1048,17 @@ mod tests {
         assert!(names.len() > OPTIMIZE_ABOVE_RULES);
         let seccomp = allow_with(vec![rule(&names, LinuxSeccompAction::ScmpActErrno)]);
 
-        compile(&seccomp).unwrap();
+        let filter = compile(&seccomp).unwrap();
+
+        for name in names {
+            assert_eq!(
+                filter.decide(&Call::native(name, &[])),
+                errno(libc::EPERM),
+                "{name}"
+            );
+        }
+        for name in ["read", "write", "getpriority", "openat", "close_range"] {
+            assert_eq!(filter.decide(&Call::native(name, &[])), ALLOW, "{name}");
+        }
     }
 }

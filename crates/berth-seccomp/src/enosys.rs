@@ -31,7 +31,7 @@ const AUDIT_ARCH_AARCH64: u32 = 0xC000_00B7;
 const AUDIT_ARCH_ARM: u32 = 0x4000_0028;
 
 /// The audit architecture of `arch`, for those this module knows.
-fn audit_arch(arch: ScmpArch) -> Option<u32> {
+pub(crate) fn audit_arch(arch: ScmpArch) -> Option<u32> {
     match arch {
         ScmpArch::X8664 | ScmpArch::X32 => Some(AUDIT_ARCH_X86_64),
         ScmpArch::X86 => Some(AUDIT_ARCH_I386),
@@ -192,41 +192,19 @@ pub(crate) fn prefix(newest: &Newest) -> Vec<libc::sock_filter> {
 mod tests {
     use super::*;
 
-    /// Runs a classic BPF program over one `seccomp_data` and returns what it returns;
-    /// enough of BPF for the prefix: absolute word loads, the jumps it uses, returns.
-    /// Falling off the prefix's end returns `FELL_THROUGH`.
-    const FELL_THROUGH: u32 = u32::MAX;
+    /// What the prefix decides for `nr` on `arch`: its own ENOSYS, or FELL_THROUGH to
+    /// the program after it (here a single `ret FELL_THROUGH`).
+    const FELL_THROUGH: u32 = 0x7ff0_0000;
 
-    fn run(prog: &[libc::sock_filter], arch: u32, nr: u32) -> u32 {
-        let mut acc = 0u32;
-        let mut pc = 0usize;
-        while pc < prog.len() {
-            let i = prog[pc];
-            let code = u32::from(i.code);
-            pc += 1;
-            match code {
-                LD_ABS => {
-                    acc = match i.k {
-                        NR_OFFSET => nr,
-                        ARCH_OFFSET => arch,
-                        k => panic!("load of offset {k}"),
-                    }
-                }
-                JA => pc += i.k as usize,
-                JEQ | JGE | JGT => {
-                    let taken = match code {
-                        JEQ => acc == i.k,
-                        JGE => acc >= i.k,
-                        _ => acc > i.k,
-                    };
-                    pc += usize::from(if taken { i.jt } else { i.jf });
-                }
-                RET => return i.k,
-                c => panic!("unexpected instruction {c:#x}"),
-            }
-        }
-        assert_eq!(pc, prog.len(), "a jump past the end");
-        FELL_THROUGH
+    fn run(prefix: &[libc::sock_filter], arch: u32, nr: u32) -> u32 {
+        let mut program = prefix.to_vec();
+        program.push(stmt(RET, FELL_THROUGH));
+        let call = crate::eval::Call {
+            nr,
+            arch,
+            ..Default::default()
+        };
+        crate::eval::run(&program, &call)
     }
 
     const ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;

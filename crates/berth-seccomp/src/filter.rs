@@ -148,6 +148,12 @@ impl Filter {
     pub(crate) fn kernel_flags(&self) -> KernelFlags {
         self.flags
     }
+
+    /// What the filter decides for `call` (see `eval`).
+    #[cfg(test)]
+    pub(crate) fn decide(&self, call: &crate::eval::Call) -> u32 {
+        crate::eval::run(&self.program, call)
+    }
 }
 
 impl fmt::Debug for Filter {

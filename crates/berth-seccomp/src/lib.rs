@@ -26,6 +26,8 @@
 mod compile;
 mod enosys;
 mod error;
+#[cfg(test)]
+mod eval;
 mod features;
 mod filter;
 pub mod names;
