@@ -58,6 +58,10 @@ start=$SECONDS
 echo "== fuzz: built in $((SECONDS - start)) s"
 
 mapfile -t targets < <(cd fuzz && "${fuzz[@]}" list)
+if ((${#targets[@]} == 0)); then
+  echo "fuzz: cargo fuzz list found no targets in fuzz/: nothing was fuzzed" >&2
+  exit 1
+fi
 work="$(mktemp -d "${TMPDIR:-/tmp}/berth-fuzz.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/tmp"

@@ -798,13 +798,9 @@ pub fn assert_no_leftovers(berth: &Berth, id: &str, bundle: &Path) {
     );
 }
 
-/// Reports a skipped test with its reason, then the caller returns. libtest has no runtime
-/// skip, so the line goes straight to stderr, past the output capture, to be seen in every
-/// run; use it only where the kernel lacks a feature.
-pub fn skip(test: &str, reason: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
-}
+/// Reports a skipped test with its reason, then the caller returns (berth-testkit says how
+/// and when a test may skip).
+pub use berth_testkit::skip;
 
 /// A tmpfs mounted on the host below a bind source; unmounted on drop.
 pub struct HostSubmount(pub PathBuf);
