@@ -30,14 +30,22 @@ fn missing_bundle_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-bundle");
 
-    assert_create_refused(&missing, &unique_id("nobundle"), &["no-such-bundle"]);
+    assert_create_refused(
+        &missing,
+        &unique_id("nobundle"),
+        &["no-such-bundle", "No such file or directory"],
+    );
 }
 
 #[test]
 fn missing_config_json_is_refused() {
     let dir = tempfile::tempdir().unwrap();
 
-    assert_create_refused(dir.path(), &unique_id("noconfig"), &["config.json"]);
+    assert_create_refused(
+        dir.path(),
+        &unique_id("noconfig"),
+        &["config.json", "No such file or directory"],
+    );
 }
 
 #[test]
@@ -45,14 +53,25 @@ fn malformed_json_is_refused() {
     let b = Bundle::new();
     b.write_raw("{\"ociVersion\": \"1.2.0\", \"process\": ");
 
-    assert_create_refused(b.path(), &unique_id("badjson"), &["config.json"]);
+    assert_create_refused(
+        b.path(),
+        &unique_id("badjson"),
+        &["config.json: not a valid runtime spec", "EOF while parsing"],
+    );
 }
 
 #[test]
 fn config_that_breaks_the_schema_is_refused() {
     let b = Bundle::new().edit(|v| v["process"]["args"] = json!(5));
 
-    assert_create_refused(b.path(), &unique_id("schema"), &["config.json"]);
+    assert_create_refused(
+        b.path(),
+        &unique_id("schema"),
+        &[
+            "config.json: not a valid runtime spec",
+            "invalid type: integer `5`",
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -70,14 +89,18 @@ fn unsupported_oci_version_is_refused() {
 fn relative_cwd_is_refused() {
     let b = Bundle::new().edit(|v| v["process"]["cwd"] = json!("relative/dir"));
 
-    assert_create_refused(b.path(), &unique_id("relcwd"), &["process.cwd"]);
+    assert_create_refused(b.path(), &unique_id("relcwd"), &["process.cwd", "absolute"]);
 }
 
 #[test]
 fn empty_args_are_refused() {
     let b = Bundle::new().args(&[]);
 
-    assert_create_refused(b.path(), &unique_id("noargs"), &["process.args"]);
+    assert_create_refused(
+        b.path(),
+        &unique_id("noargs"),
+        &["process.args", "must not be empty"],
+    );
 }
 
 #[test]
@@ -96,7 +119,11 @@ fn unknown_capability_is_refused() {
     let b = Bundle::new()
         .edit(|v| v["process"]["capabilities"]["bounding"] = json!(["CAP_KILL", "CAP_BOGUS"]));
 
-    assert_create_refused(b.path(), &unique_id("badcap"), &["CAP_BOGUS"]);
+    assert_create_refused(
+        b.path(),
+        &unique_id("badcap"),
+        &["not a valid runtime spec", "no variant for CAP_BOGUS"],
+    );
 }
 
 #[test]
@@ -134,14 +161,22 @@ fn unknown_seccomp_syscall_is_refused() {
         })
     });
 
-    assert_create_refused(b.path(), &unique_id("badsyscall"), &["no_such_syscall_xyz"]);
+    assert_create_refused(
+        b.path(),
+        &unique_id("badsyscall"),
+        &["linux.seccomp.syscalls[0]", "no_such_syscall_xyz"],
+    );
 }
 
 #[test]
 fn sysctl_that_is_not_namespaced_is_refused() {
     let b = Bundle::new().edit(|v| v["linux"]["sysctl"] = json!({"vm.swappiness": "10"}));
 
-    assert_create_refused(b.path(), &unique_id("hostsysctl"), &["vm.swappiness"]);
+    assert_create_refused(
+        b.path(),
+        &unique_id("hostsysctl"),
+        &["linux.sysctl", "vm.swappiness", "namespace"],
+    );
 }
 
 #[test]
@@ -151,7 +186,11 @@ fn hostname_without_a_uts_namespace_is_refused() {
         v["hostname"] = json!("not-allowed");
     });
 
-    assert_create_refused(b.path(), &unique_id("nouts"), &["hostname"]);
+    assert_create_refused(
+        b.path(),
+        &unique_id("nouts"),
+        &["hostname", "needs a private uts namespace"],
+    );
 }
 
 #[test]
@@ -161,7 +200,7 @@ fn missing_namespace_path_is_refused() {
     assert_create_refused(
         b.path(),
         &unique_id("nsmissing"),
-        &["linux.namespaces", "/nonexistent/ns/net"],
+        &["linux.namespaces", "/nonexistent/ns/net does not exist"],
     );
 }
 
@@ -196,7 +235,11 @@ fn rlimit_above_the_hosts_hard_limit_is_refused() {
         v["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": above}])
     });
 
-    assert_create_refused(b.path(), &unique_id("rlimit"), &["RLIMIT_NOFILE"]);
+    assert_create_refused(
+        b.path(),
+        &unique_id("rlimit"),
+        &["RLIMIT_NOFILE", "hard limit"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -208,7 +251,11 @@ fn failing_prestart_hook_aborts_create() {
     let b = Bundle::new()
         .edit(|v| v["hooks"] = json!({"prestart": [{"path": "/bin/false", "args": ["false"]}]}));
 
-    assert_create_refused(b.path(), &unique_id("badhook"), &["prestart"]);
+    assert_create_refused(
+        b.path(),
+        &unique_id("badhook"),
+        &["prestart hook", "exit status: 1"],
+    );
 }
 
 #[test]
@@ -219,7 +266,11 @@ fn missing_bind_source_is_refused() {
         add_mount(v, json!({"destination": "/data", "type": "bind", "source": missing, "options": ["rbind"]}))
     });
 
-    assert_create_refused(b.path(), &unique_id("nosource"), &["mounts[", "/data"]);
+    assert_create_refused(
+        b.path(),
+        &unique_id("nosource"),
+        &["mounts[", "/data", "No such file or directory"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,7 +287,10 @@ fn malformed_id_is_refused() {
     let out = berth.create(&id, b.path(), &[]);
 
     out.assert_error("create with a malformed id")
-        .assert_stderr_has("create with a malformed id", &[&id]);
+        .assert_stderr_has(
+            "create with a malformed id",
+            &[&id, "invalid container ID format"],
+        );
     assert!(
         !berth.root().join(&part).exists(),
         "a state directory was made for {part}"
