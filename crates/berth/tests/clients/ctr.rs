@@ -110,9 +110,10 @@ pub(crate) fn ctr() {
     // ctr 1.6 has flags for the memory limit, mounts and the cgroup path. The
     // default spec of ctr mounts no cgroupfs, so ask for one to read the
     // limit from inside.
+    // --seccomp: containerd's default profile; ctr sets no_new_privs unless told not to.
     let out = run_cmd(
         ctr.run()
-            .args(["--rm", "--cgroup", &h.cgroup(Some("flags"))])
+            .args(["--rm", "--seccomp", "--cgroup", &h.cgroup(Some("flags"))])
             .args(["--memory-limit", &MEMORY_LIMIT.to_string()])
             .arg("--mount")
             .arg(format!(
@@ -133,6 +134,26 @@ pub(crate) fn ctr() {
         Expect {
             data: true,
             memory: true,
+            seccomp: true,
+            nnp: Some(true),
+            ..Expect::default()
+        },
+        &volume,
+    );
+    let out = run_cmd(
+        ctr.run()
+            .args(["--rm", "--seccomp", "--allow-new-privs"])
+            .args(["--cgroup", &h.cgroup(Some("privs"))])
+            .args([IMAGE, "privs", "sh", "-c", PROBE_SCRIPT]),
+        CMD_TIMEOUT,
+    );
+    check_probe(
+        "ctr",
+        "--seccomp --allow-new-privs",
+        &out,
+        Expect {
+            seccomp: true,
+            nnp: Some(false),
             ..Expect::default()
         },
         &volume,
@@ -176,6 +197,7 @@ pub(crate) fn ctr() {
         user: true,
         memory: true,
         pids: true,
+        ..Expect::default()
     };
     check_probe(
         "ctr",

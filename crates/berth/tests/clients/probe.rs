@@ -44,6 +44,8 @@ if [ -d /data ]; then
 fi
 say uid "$(id -u)"
 say gid "$(id -g)"
+say seccomp "$(awk '$1 == "Seccomp:" { print $2 }' /proc/self/status)"
+say nnp "$(awk '$1 == "NoNewPrivs:" { print $2 }' /proc/self/status)"
 # cg_file CONTROLLER V1_FILE V2_FILE: the file of this process's cgroup for
 # CONTROLLER, found from /proc/self/cgroup and /proc/self/mountinfo; cgroup v1
 # when the controller has a v1 hierarchy, the unified hierarchy otherwise.
@@ -192,6 +194,10 @@ pub(crate) struct Expect {
     pub(crate) user: bool,
     pub(crate) memory: bool,
     pub(crate) pids: bool,
+    /// The engine's default seccomp profile is in force (filter mode 2).
+    pub(crate) seccomp: bool,
+    /// no_new_privs as the engine was asked to set it.
+    pub(crate) nnp: Option<bool>,
 }
 
 fn parse_report(stdout: &str) -> BTreeMap<String, String> {
@@ -246,6 +252,22 @@ pub(crate) fn check_probe(client: &str, what: &str, out: &CmdOut, expect: Expect
     };
     assert_eq!(get("uid"), uid.to_string(), "id -u; {}", ctx());
     assert_eq!(get("gid"), gid.to_string(), "id -g; {}", ctx());
+    if expect.seccomp {
+        assert_eq!(
+            get("seccomp"),
+            "2",
+            "the engine's default seccomp profile; {}",
+            ctx()
+        );
+    }
+    if let Some(nnp) = expect.nnp {
+        assert_eq!(
+            get("nnp"),
+            if nnp { "1" } else { "0" },
+            "no_new_privs; {}",
+            ctx()
+        );
+    }
     if expect.memory {
         assert_eq!(
             get("mem_limit"),
@@ -329,11 +351,15 @@ pub(crate) fn check_run_probes(client: &str, run: impl Fn() -> Command, volume: 
             .args([IMAGE, "sh", "-c", PROBE_SCRIPT]),
         CMD_TIMEOUT,
     );
+    // Under the engine's own default seccomp profile throughout: berth's setup after the
+    // filter loads must not need what such a profile leaves out.
     let all = Expect {
         hostname: true,
         data: true,
         memory: true,
         pids: true,
+        seccomp: true,
+        nnp: Some(false),
         ..Expect::default()
     };
     check_probe(client, "hostname/volume/limits", &out, all, volume);
@@ -352,9 +378,40 @@ pub(crate) fn check_run_probes(client: &str, run: impl Fn() -> Command, volume: 
     );
     let user = Expect {
         user: true,
+        seccomp: true,
+        nnp: Some(false),
         ..Expect::default()
     };
     check_probe(client, "--user 1000:1000", &out, user, volume);
+
+    // no_new_privs moves the filter to just before exec, after the user switch.
+    let out = run_cmd(
+        run().args([
+            "--rm",
+            "--security-opt",
+            "no-new-privileges",
+            "--user",
+            "1000:1000",
+            IMAGE,
+            "sh",
+            "-c",
+            PROBE_SCRIPT,
+        ]),
+        CMD_TIMEOUT,
+    );
+    let nnp = Expect {
+        user: true,
+        seccomp: true,
+        nnp: Some(true),
+        ..Expect::default()
+    };
+    check_probe(
+        client,
+        "no-new-privileges --user 1000:1000",
+        &out,
+        nnp,
+        volume,
+    );
 
     let out = run_cmd(
         run().args(["--rm", IMAGE, "sh", "-c", "exit 7"]),
