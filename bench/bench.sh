@@ -182,62 +182,6 @@ resolve() {
     readlink -f "$p"
 }
 
-# The bundle's config: a plain runc-style spec running /bin/true. ociVersion
-# 1.0.2 because crun 1.8 only accepts versions containing "1.0".
-write_config() {
-    cat >"$1" <<'EOF'
-{
-  "ociVersion": "1.0.2",
-  "process": {
-    "terminal": false,
-    "user": { "uid": 0, "gid": 0 },
-    "args": ["/bin/true"],
-    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-    "cwd": "/",
-    "capabilities": {
-      "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-      "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-      "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-      "ambient": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-    },
-    "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
-    "noNewPrivileges": true
-  },
-  "root": { "path": "rootfs", "readonly": true },
-  "hostname": "bench",
-  "mounts": [
-    { "destination": "/proc", "type": "proc", "source": "proc" },
-    { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-      "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-    { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
-      "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
-    { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-      "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-    { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-      "options": ["nosuid", "noexec", "nodev"] },
-    { "destination": "/sys", "type": "sysfs", "source": "sysfs",
-      "options": ["nosuid", "noexec", "nodev", "ro"] },
-    { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-      "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] }
-  ],
-  "linux": {
-    "resources": { "devices": [{ "allow": false, "access": "rwm" }] },
-    "namespaces": [
-      { "type": "pid" }, { "type": "network" }, { "type": "ipc" },
-      { "type": "uts" }, { "type": "mount" }
-    ],
-    "maskedPaths": [
-      "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-      "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
-    ],
-    "readonlyPaths": [
-      "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-    ]
-  }
-}
-EOF
-}
-
 # ---------------------------------------------------------------------------
 # Outer part
 # ---------------------------------------------------------------------------
@@ -281,7 +225,9 @@ WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT" "$WORK/state" "$WORK/bundle"
 sh "$repo/tests/support/busybox-rootfs.sh" "$WORK/bundle/rootfs"
-write_config "$WORK/bundle/config.json"
+# A plain runc-style spec running /bin/true; ociVersion 1.0.2 because crun 1.8 only
+# accepts versions containing "1.0".
+cp "$bench_dir/config.json" "$WORK/bundle/config.json"
 
 export BERTH RUNC CRUN RUNTIMES RUNS WARMUP RSS_RUNS OUT WORK
 unshare --mount --propagation private "${BASH_SOURCE[0]}" --inside

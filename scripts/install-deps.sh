@@ -4,6 +4,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(
   build-essential pkg-config libseccomp-dev   # build: libseccomp for the seccomp crate
+  lld-19                                       # release link: hot code packed by symbol order
   busybox-static                               # the built-in test/demo rootfs
   runc crun                                    # peers for comparison and conformance
   podman conmon containerd docker.io skopeo umoci uidmap  # real clients driving berth
