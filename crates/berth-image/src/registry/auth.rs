@@ -16,6 +16,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::config::RegistriesConfig;
+use super::token::{fetch_token, parse_challenge, Challenge};
 
 /// Why credentials could not be read, checked or written.
 #[derive(Debug, thiserror::Error)]
@@ -258,23 +259,6 @@ fn write(f: &Path, doc: &Value) -> Result<(), AuthError> {
     crate::fsutil::write_atomic(f, &data, 0o600).map_err(|e| err(e.to_string()))
 }
 
-/// What a `WWW-Authenticate: Bearer ...` header asks for.
-fn bearer_params(h: &str) -> Option<(String, Vec<(String, String)>)> {
-    let rest = h.strip_prefix("Bearer ").or(h.strip_prefix("bearer "))?;
-    let mut realm = None;
-    let mut params = Vec::new();
-    for part in rest.split(',') {
-        let (k, v) = part.trim().split_once('=')?;
-        let v = v.trim_matches('"').to_string();
-        if k == "realm" {
-            realm = Some(v);
-        } else {
-            params.push((k.to_string(), v));
-        }
-    }
-    Some((realm?, params))
-}
-
 /// Checks credentials the way `docker login` does: GET /v2/ with them, or, when the
 /// registry answers with a bearer challenge, ask its token server for a token.
 async fn verify(
@@ -328,30 +312,22 @@ async fn verify(
             .headers()
             .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let Some((realm, params)) = bearer_params(&challenge) else {
+            .and_then(parse_challenge);
+        let Some(Challenge::Bearer { realm, service, .. }) = challenge else {
             return Err(fail(
                 "the registry refused the user name or password".into(),
             ));
         };
-        let mut q: Vec<(String, String)> =
-            params.into_iter().filter(|(k, _)| k == "service").collect();
-        q.push(("account".into(), user.into()));
-        let t = client
-            .get(&realm)
-            .query(&q)
-            .basic_auth(user, Some(password))
-            .send()
-            .await
-            .map_err(|e| fail(format!("token server {realm}: {e}")))?;
-        if t.status().is_success() {
-            return Ok(());
-        }
-        return Err(fail(format!(
-            "the token server refused the user name or password (HTTP {})",
-            t.status()
-        )));
+        // The realm is checked before the credentials go there (token.rs).
+        return fetch_token(
+            &client,
+            scheme,
+            (&realm, service.as_deref(), None),
+            Some((user, password)),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| fail(e.to_string()));
     }
     Err(fail(format!("unreachable: {last}")))
 }

@@ -16,7 +16,9 @@ use serde_json::Value;
 
 use super::auth::{AuthError, AuthStore};
 use super::config::{ConfigError, Endpoint, RegistriesConfig};
+use super::error_chain as chain;
 use super::reference::ImageName;
+use super::token::{fetch_token, parse_challenge, Challenge, TokenError};
 use crate::content::{ContentError, ContentStore};
 use crate::digest::{Algorithm, Digest};
 use crate::platform::{self, Platform};
@@ -106,6 +108,14 @@ pub enum PullError {
         image: String,
         blob: String,
         cause: String,
+    },
+    /// A registry reached over https whose 401 names a plain-http token realm: the
+    /// credentials would cross the network in clear, so nothing is sent there.
+    #[error("image {image}: registry {registry} names the token realm {realm}: plain http for a registry reached over https; no credentials are sent there")]
+    InsecureRealm {
+        image: String,
+        registry: String,
+        realm: String,
     },
     /// A manifest over 4 MiB or a config over 8 MiB.
     #[error("image {image}: {what} is {size} bytes, over the {limit}-byte limit")]
@@ -249,6 +259,130 @@ impl Puller {
         })
     }
 
+    /// A plain reqwest client for one endpoint (the same CA certificates and verification
+    /// as its oci-client), for the requests oci-client cannot bound or check.
+    fn http_client(&self, e: &Endpoint) -> Result<reqwest::Client, String> {
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .danger_accept_invalid_certs(e.insecure);
+        for pem in self.config.ca_certs(&e.host) {
+            let c = reqwest::Certificate::from_pem(&pem)
+                .map_err(|err| format!("CA certificate for {}: {err}", e.host))?;
+            b = b.add_root_certificate(c);
+        }
+        b.build().map_err(|err| chain(&err))
+    }
+
+    /// Learns how `e` wants to be authenticated (GET /v2/, as docker does) and gets what it
+    /// asks for: a bearer token from the realm its 401 names (checked first: an https
+    /// registry may not send credentials to a plain-http realm, see `token.rs`), the
+    /// credentials for basic authentication, or nothing.
+    #[allow(clippy::too_many_arguments)]
+    async fn authorize(
+        &self,
+        e: &Endpoint,
+        scheme: &str,
+        reference: &Reference,
+        creds: Option<&(String, String)>,
+        image: &str,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<RegistryAuth, Failure> {
+        let registry = e.host.clone();
+        let client = self.http_client(e).map_err(|cause| {
+            Failure::Stop(PullError::Bad {
+                image: image.to_string(),
+                cause,
+            })
+        })?;
+        let url = format!("{scheme}://{}/v2/", reference.resolve_registry());
+        let mut attempt = 0;
+        let resp = loop {
+            let failure = match client.get(&url).send().await {
+                Ok(r) if r.status().is_server_error() => Failure::Retry(PullError::Unreachable {
+                    image: image.to_string(),
+                    registry: registry.clone(),
+                    cause: format!("HTTP {} from {url}", r.status()),
+                }),
+                Ok(r) => break r,
+                Err(err) => {
+                    let unreachable = PullError::Unreachable {
+                        image: image.to_string(),
+                        registry: registry.clone(),
+                        cause: chain(&err),
+                    };
+                    if err.is_connect() {
+                        Failure::Next(unreachable)
+                    } else {
+                        Failure::Retry(unreachable)
+                    }
+                }
+            };
+            match failure {
+                Failure::Retry(err) if attempt < opts.retries => {
+                    attempt += 1;
+                    progress.note(&format!("{err}; retrying ({attempt}/{})", opts.retries));
+                    backoff(attempt).await;
+                }
+                Failure::Retry(err) => return Err(Failure::Next(err)),
+                other => return Err(other),
+            }
+        };
+        let basic_or_none = || match creds {
+            Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+        if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(RegistryAuth::Anonymous);
+        }
+        let challenge = resp
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge);
+        drop(resp);
+        let Some(Challenge::Bearer { realm, service, .. }) = challenge else {
+            return Ok(basic_or_none());
+        };
+        let scope = format!("repository:{}:pull", reference.repository());
+        let creds = creds.map(|(u, p)| (u.as_str(), p.as_str()));
+        match fetch_token(
+            &client,
+            scheme,
+            (&realm, service.as_deref(), Some(&scope)),
+            creds,
+        )
+        .await
+        {
+            Ok(token) => Ok(RegistryAuth::Bearer(token)),
+            Err(TokenError::InsecureRealm { realm }) => {
+                Err(Failure::Stop(PullError::InsecureRealm {
+                    image: image.to_string(),
+                    registry,
+                    realm,
+                }))
+            }
+            Err(err @ TokenError::Refused { .. }) => Err(Failure::Stop(PullError::Unauthorized {
+                image: image.to_string(),
+                registry,
+                user: creds.map(|(u, _)| u.to_string()),
+                cause: err.to_string(),
+            })),
+            Err(err @ TokenError::Unreachable { .. }) => {
+                Err(Failure::Next(PullError::Unreachable {
+                    image: image.to_string(),
+                    registry,
+                    cause: err.to_string(),
+                }))
+            }
+            Err(err) => Err(Failure::Stop(PullError::Bad {
+                image: image.to_string(),
+                cause: err.to_string(),
+            })),
+        }
+    }
+
     /// Pulls `name` (short names resolved through the config's search registries, tried in
     /// order while the image is not found or the registry does not answer): the index if
     /// any, the platform's manifest, its config and layers all end up in the content store.
@@ -287,8 +421,8 @@ impl Puller {
         let endpoints = self.config.endpoints(name)?;
         let mut last_err = None;
         for e in &endpoints {
-            let (auth, user) = match self.auth.credentials(&e.host)? {
-                Some((u, p)) => (RegistryAuth::Basic(u.clone(), p), Some(u)),
+            let creds = match self.auth.credentials(&e.host)? {
+                Some(c) => Some(c),
                 None => {
                     if let Some(f) = self.auth.identity_token_only(&e.host) {
                         progress.note(&format!(
@@ -297,9 +431,10 @@ impl Puller {
                             e.host
                         ));
                     }
-                    (RegistryAuth::Anonymous, None)
+                    None
                 }
             };
+            let user = creds.as_ref().map(|(u, _)| u.clone());
             let reference = match (&name.digest, name.tag_or_latest()) {
                 (Some(d), _) => {
                     Reference::with_digest(e.host.clone(), e.repository.clone(), d.to_string())
@@ -312,17 +447,33 @@ impl Puller {
             };
             let schemes: &[bool] = if e.insecure { &[false, true] } else { &[false] };
             for (i, &http) in schemes.iter().enumerate() {
-                let src = Source {
-                    client: self.client(e, http, opts),
-                    reference: reference.clone(),
-                    auth: auth.clone(),
-                    host: e.host.clone(),
-                    user: user.clone(),
-                };
-                match self
-                    .try_source(&src, name, &image, opts, progress.clone())
+                let scheme = if http { "http" } else { "https" };
+                let outcome = match self
+                    .authorize(
+                        e,
+                        scheme,
+                        &reference,
+                        creds.as_ref(),
+                        &image,
+                        opts,
+                        &*progress,
+                    )
                     .await
                 {
+                    Ok(auth) => {
+                        let src = Source {
+                            client: self.client(e, http, opts),
+                            reference: reference.clone(),
+                            auth,
+                            host: e.host.clone(),
+                            user: user.clone(),
+                        };
+                        self.try_source(&src, name, &image, opts, progress.clone())
+                            .await
+                    }
+                    Err(f) => Err(f),
+                };
+                match outcome {
                     Ok(f) => return Ok(f),
                     Err(Failure::Stop(err)) => return Err(err),
                     Err(Failure::Next(err) | Failure::Retry(err)) => {
@@ -771,21 +922,6 @@ fn digest_of(image: &str, s: &str) -> Result<Digest, PullError> {
         image: image.to_string(),
         cause: format!("descriptor digest {s:?}: {e}"),
     })
-}
-
-/// An error and its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        src = s.source();
-    }
-    out
 }
 
 /// Sorts a client error into retry-here, try-elsewhere, or stop; `what` is the thing

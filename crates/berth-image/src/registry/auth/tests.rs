@@ -57,17 +57,6 @@ fn logout_removes_and_says_when_there_was_nothing() {
 }
 
 #[test]
-fn bearer_challenges() {
-    let (realm, p) = bearer_params(
-        r#"Bearer realm="https://t.example/token",service="reg",scope="repository:a:pull""#,
-    )
-    .unwrap();
-    assert_eq!(realm, "https://t.example/token");
-    assert!(p.contains(&("service".into(), "reg".into())));
-    assert!(bearer_params("Basic realm=x").is_none());
-}
-
-#[test]
 fn files_follow_podman_then_docker() {
     let s = AuthStore::from_vars(
         Some("/a/auth.json".into()),
