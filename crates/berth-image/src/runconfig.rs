@@ -24,6 +24,26 @@ pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_SYS_CHROOT",
 ];
 
+/// The most processes a container may have unless told otherwise (podman's default).
+pub const DEFAULT_PIDS_LIMIT: i64 = 2048;
+
+/// Paths hidden from the container (podman's and docker's list). `/sys/devices/virtual/powercap`
+/// holds energy counters that leak what other workloads compute (PLATYPUS, CVE-2020-8694).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/fs/selinux",
+    "/sys/dev/block",
+    "/sys/devices/virtual/powercap",
+];
+
 /// System calls the default seccomp profile refuses with EPERM. This is a deny list: the
 /// calls docker's and podman's default profiles withhold from a container that has no
 /// extra capabilities (kernel modules, kexec, mounts and new mount API, namespaces,
@@ -132,6 +152,7 @@ pub struct RunOptions {
     pub memory: Option<i64>,
     /// CPUs, as a fraction (1.5 = one and a half).
     pub cpus: Option<f64>,
+    /// The most processes; `None` for no limit.
     pub pids_limit: Option<i64>,
     /// RLIMIT_NOFILE for the process (soft = hard).
     pub nofile: u64,
@@ -318,11 +339,7 @@ pub fn runtime_config(
     let mut linux = json!({
         "resources": resources,
         "namespaces": namespaces,
-        "maskedPaths": [
-            "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-            "/sys/firmware", "/sys/fs/selinux", "/sys/dev/block"
-        ],
+        "maskedPaths": MASKED_PATHS,
         "readonlyPaths": [
             "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
             "/proc/sysrq-trigger"

@@ -219,8 +219,8 @@ pub struct Run {
     /// CPU limit, as a number of CPUs (1.5).
     #[arg(long)]
     pub cpus: Option<f64>,
-    /// Most processes the container may have.
-    #[arg(long)]
+    /// Most processes the container may have (default 2048; 0 or -1: no limit).
+    #[arg(long, allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
     #[arg(long)]
     pub hostname: Option<String>,

@@ -86,6 +86,17 @@ pub fn parse_memory(s: &str) -> Result<i64> {
     Ok((n * mult as f64) as i64)
 }
 
+/// `--pids-limit`: podman's default of 2048 when not given; 0 or -1 mean no limit, as
+/// with podman.
+fn parse_pids_limit(flag: Option<i64>) -> Result<Option<i64>> {
+    match flag {
+        None => Ok(Some(runconfig::DEFAULT_PIDS_LIMIT)),
+        Some(0 | -1) => Ok(None),
+        Some(n) if n > 0 => Ok(Some(n)),
+        Some(n) => bail!("--pids-limit {n}: use a positive number, or 0 or -1 for no limit"),
+    }
+}
+
 fn parse_volume(v: &str) -> Result<Bind> {
     let parts: Vec<&str> = v.split(':').collect();
     let (src, dst, mode) = match parts.as_slice() {
@@ -165,6 +176,7 @@ pub fn run(s: &Store, a: &cli::Run) -> Result<ExitCode> {
         .map(|v| parse_volume(v))
         .collect::<Result<Vec<_>>>()?;
     let memory = a.memory.as_deref().map(parse_memory).transpose()?;
+    let pids_limit = parse_pids_limit(a.pids_limit)?;
     let entrypoint = a.entrypoint.as_deref().map(parse_entrypoint).transpose()?;
     if let Some(n) = &a.name {
         if !valid_name(n) {
@@ -190,7 +202,7 @@ pub fn run(s: &Store, a: &cli::Run) -> Result<ExitCode> {
         network,
         memory,
         cpus: a.cpus,
-        pids_limit: a.pids_limit,
+        pids_limit,
         nofile: nofile_limit(),
         seccomp: !a.no_seccomp,
         cgroups_path: Some(format!("/berthctl/{id}")),

@@ -291,6 +291,91 @@ fn volumes_network_and_limits() {
     assert_clean(&ctl);
 }
 
+/// pids.max as the container sees it (cgroup v1 or v2).
+const PIDS_MAX: &str =
+    "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max";
+
+#[test]
+fn a_default_pids_limit_that_the_flag_overrides() {
+    let ctl = Ctl::new();
+    assert_eq!(
+        ctl.ok(&["run", "--rm", BB, "sh", "-c", PIDS_MAX]),
+        "2048\n",
+        "podman's default"
+    );
+    assert_eq!(
+        ctl.ok(&[
+            "run",
+            "--rm",
+            "--pids-limit",
+            "77",
+            BB,
+            "sh",
+            "-c",
+            PIDS_MAX
+        ]),
+        "77\n"
+    );
+    for unlimited in ["0", "-1"] {
+        assert_eq!(
+            ctl.ok(&[
+                "run",
+                "--rm",
+                "--pids-limit",
+                unlimited,
+                BB,
+                "sh",
+                "-c",
+                PIDS_MAX
+            ]),
+            "max\n",
+            "--pids-limit {unlimited} is no limit, as with podman"
+        );
+    }
+    let e = ctl.fails(&["run", "--rm", "--pids-limit", "-2", BB, "true"], 125);
+    assert!(e.contains("--pids-limit -2"), "{e}");
+    assert_clean(&ctl);
+}
+
+#[test]
+fn powercap_is_masked() {
+    let ctl = Ctl::new();
+    // The energy counters under powercap leak what other workloads do (PLATYPUS): docker
+    // and podman mask the directory. Seen from inside where the host has it ...
+    let inside = ctl.ok(&[
+        "run",
+        "--rm",
+        BB,
+        "sh",
+        "-c",
+        "d=/sys/devices/virtual/powercap; if [ -e $d ]; then ls -A $d | wc -l; \
+         grep -c \" $d \" /proc/self/mountinfo; else echo absent; fi",
+    ]);
+    if Path::new("/sys/devices/virtual/powercap").exists() {
+        assert_eq!(inside, "0\n1\n", "an empty mount over it");
+    } else {
+        assert_eq!(inside, "absent\n");
+    }
+    // ... and in what the runtime is told, which this host (without powercap) cannot show
+    // from inside.
+    let id = ctl.ok(&["run", "-d", BB, "true"]).trim().to_string();
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            ctl.root()
+                .join(format!("containers/{id}/bundle/config.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let masked = config["linux"]["maskedPaths"].as_array().unwrap();
+    assert!(
+        masked.contains(&serde_json::json!("/sys/devices/virtual/powercap")),
+        "{masked:?}"
+    );
+    ctl.ok(&["rm", "-f", &id]);
+    assert_clean(&ctl);
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
