@@ -101,3 +101,25 @@ pub fn set_xattr<F: AsFd>(f: &F, name: &CStr, value: &[u8]) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// Opens for reading the regular file that `fd` (an `O_PATH` descriptor, which opened
+/// nothing) names: the same inode, through `/proc/self/fd`, checked to be the same regular
+/// file afterwards. A fifo or device node from an image is thus never opened by the host:
+/// the caller fstat()s the `O_PATH` descriptor first, and this refuses anything else too.
+pub fn reopen_regular(fd: &OwnedFd) -> io::Result<File> {
+    let regular = |st: &nix::sys::stat::FileStat| st.st_mode & libc::S_IFMT == libc::S_IFREG;
+    let before = nix::sys::stat::fstat(fd)?;
+    if !regular(&before) {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let f = File::from(nix::fcntl::open(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )?);
+    let after = nix::sys::stat::fstat(&f)?;
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino) || !regular(&after) {
+        return Err(io::Error::other("the file changed while it was opened"));
+    }
+    Ok(f)
+}

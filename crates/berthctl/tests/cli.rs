@@ -482,6 +482,98 @@ fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
     tar
 }
 
+/// A busybox root file system tarball whose /etc/passwd is a node of `kind` (fifo or
+/// character device `major:0`), written with the tar crate.
+fn rootfs_with_passwd_node(dir: &Path, kind: tar::EntryType, major: u32) -> PathBuf {
+    let mut b = tar::Builder::new(Vec::new());
+    let bb = std::fs::read("/bin/busybox").unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(bb.len() as u64);
+    b.append_data(&mut h, "bin/busybox", &bb[..]).unwrap();
+    for a in ["sh", "true", "id"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, format!("bin/{a}"), "busybox")
+            .unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(0);
+    h.set_device_major(major).unwrap();
+    h.set_device_minor(0).unwrap();
+    b.append_data(&mut h, "etc/passwd", std::io::empty())
+        .unwrap();
+    let tar = dir.join(format!("passwd-{kind:?}.tar"));
+    std::fs::write(&tar, b.into_inner().unwrap()).unwrap();
+    tar
+}
+
+/// A character-device major no driver has registered here: opening such a node fails
+/// with ENXIO ("No such device or address"), which would show in the error.
+fn unregistered_major() -> u32 {
+    let devices = std::fs::read_to_string("/proc/devices").unwrap();
+    let chars = devices.split("Block devices:").next().unwrap();
+    let used: Vec<u32> = chars
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    (60..=254).find(|m| !used.contains(m)).unwrap()
+}
+
+/// Runs berthctl, killing it after `limit`: (exit status, stderr), None when it hung.
+fn out_within(ctl: &Ctl, args: &[&str], limit: Duration) -> Option<(Option<i32>, String)> {
+    let mut child = ctl.cmd(args).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut e = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut e).unwrap();
+            return Some((st.code(), e));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_image_passwd_that_is_a_fifo_or_a_device_is_never_opened() {
+    let ctl = Ctl::new();
+    for (kind, major, what) in [
+        (tar::EntryType::Fifo, 0, "a fifo"),
+        (
+            tar::EntryType::Char,
+            unregistered_major(),
+            "a character device",
+        ),
+    ] {
+        let tar = rootfs_with_passwd_node(ctl.dir.path(), kind, major);
+        let id = ctl.ok(&["import", tar.to_str().unwrap()]);
+        let id = id.trim();
+        let (code, e) = out_within(
+            &ctl,
+            &["run", "--rm", "-u", "user", id, "id"],
+            Duration::from_secs(60),
+        )
+        .expect("run -u with a hostile /etc/passwd hung");
+        assert_eq!(code, Some(125), "{e}");
+        assert!(
+            e.ends_with(&format!(
+                ": user \"user\": the image's /etc/passwd is {what}, not a regular file\n"
+            )) && e.lines().count() == 1,
+            "one line naming the file and what it is: {e}"
+        );
+    }
+    assert_clean(&ctl);
+}
+
 #[test]
 fn import_tag_rmi_prune() {
     let ctl = Ctl::new();
