@@ -8,8 +8,10 @@
 //! content store (same file system) accepting only regular files and directories with
 //! plain relative names (no `..`, no absolute names, no links or devices); JSON documents
 //! are size-limited; every blob is stored through the content store, which checks it
-//! against its digest and size. Export writes to a temporary name beside `dest` and
-//! renames it into place, so a failure leaves nothing at `dest`.
+//! against its digest and size. Export writes to an unguessable temporary name beside
+//! `dest`, relative to a descriptor of its directory, and renames it into place without
+//! replacing anything, so a failure leaves nothing at `dest` and a link planted in that
+//! directory is never written through (see [`export`]).
 //!
 //! Names: an image's name comes from the index annotation
 //! `org.opencontainers.image.ref.name` (or `io.containerd.image.name`), or docker's
@@ -20,12 +22,16 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
 
 use serde_json::{json, Value};
 
 use crate::content::{ContentError, ContentStore};
 use crate::digest::{Algorithm, Digest};
+use crate::fsutil;
 use crate::platform::{self, Platform};
 use crate::FetchedImage;
 
@@ -538,6 +544,15 @@ fn import_docker(
 }
 
 /// Writes `images` in `format` to `dest`, which must not exist.
+///
+/// `dest`'s directory may be writable by others (a user asks root to save into their own
+/// directory), so nothing there is trusted: the directory is opened once and everything is
+/// done relative to that descriptor; the output is first written under an unguessable
+/// temporary name made with `O_CREAT|O_EXCL|O_NOFOLLOW` (a file) or mkdirat, then opened
+/// without following a link and checked to be ours (a directory), and a directory output's
+/// tree is made with mkdirat/openat under its descriptor, never by path; the result is
+/// renamed into place without replacing anything that appeared at `dest` meanwhile
+/// (`RENAME_NOREPLACE`). So a link planted anywhere on the way is never written through.
 pub fn export(
     store: &ContentStore,
     images: &[ExportImage],
@@ -546,29 +561,55 @@ pub fn export(
 ) -> Result<(), ArchiveError> {
     let shown = dest.to_string_lossy().into_owned();
     let cx = Ctx { archive: &shown };
-    if dest.exists() {
-        return Err(cx.bad("exists already; remove it or choose another name"));
+    let exists = || cx.bad("exists already; remove it or choose another name");
+    if fs::symlink_metadata(dest).is_ok() {
+        return Err(exists());
     }
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dest.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let r = match format {
-        ArchiveFormat::OciLayout => write_layout_dir(&cx, store, images, &tmp),
-        ArchiveFormat::OciArchive => {
-            write_tar(&cx, &tmp, |b| write_layout_tar(&cx, store, images, b))
+    let (parent, name) = fsutil::split(dest).map_err(cx.io("choose the output"))?;
+    let dir = fsutil::open_dir(parent).map_err(cx.io(format!("open {}", parent.display())))?;
+    let tmp = match format {
+        ArchiveFormat::OciLayout => {
+            let (tmp_dir, tmp) = fsutil::create_temp_dir(&dir, name)
+                .map_err(cx.io("create a temporary directory"))?;
+            let r = write_layout_dir(&cx, store, images, &tmp_dir)
+                .and_then(|()| {
+                    nix::sys::stat::fchmod(
+                        &tmp_dir,
+                        nix::sys::stat::Mode::from_bits_truncate(0o755),
+                    )
+                    .map_err(|e| cx.io("set the directory's mode")(e.into()))
+                })
+                .and_then(|()| nix::unistd::fsync(&tmp_dir).map_err(|e| cx.io("sync")(e.into())));
+            (r, tmp)
         }
-        ArchiveFormat::DockerArchive => {
-            write_tar(&cx, &tmp, |b| write_docker_tar(&cx, store, images, b))
+        ArchiveFormat::OciArchive | ArchiveFormat::DockerArchive => {
+            let (file, tmp) = fsutil::create_temp_file(&dir, name, 0o644)
+                .map_err(cx.io("create a temporary file"))?;
+            let r = if format == ArchiveFormat::OciArchive {
+                write_tar(&cx, file, |b| write_layout_tar(&cx, store, images, b))
+            } else {
+                write_tar(&cx, file, |b| write_docker_tar(&cx, store, images, b))
+            };
+            (r, tmp)
         }
     };
-    let r = r.and_then(|()| fs::rename(&tmp, dest).map_err(cx.io("rename into place")));
-    if r.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
-        let _ = fs::remove_file(&tmp);
+    let (r, tmp) = tmp;
+    let r = r.and_then(|()| {
+        fsutil::rename_noreplace(&dir, &tmp, name).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                exists()
+            } else {
+                cx.io("rename into place")(e)
+            }
+        })
+    });
+    match r {
+        Ok(()) => nix::unistd::fsync(&dir).map_err(|e| cx.io("sync its directory")(e.into())),
+        Err(e) => {
+            let _ = fsutil::remove_tree(&dir, &tmp);
+            Err(e)
+        }
     }
-    r
 }
 
 /// One image's manifest bytes, the manifest parsed, and its config and layer blobs
@@ -627,29 +668,52 @@ fn write_layout_dir(
     cx: &Ctx,
     store: &ContentStore,
     images: &[ExportImage],
-    dir: &Path,
+    dir: &OwnedFd,
 ) -> Result<(), ArchiveError> {
     let (index, blobs) = index_json(cx, store, images)?;
+    let mkdir = |at: &OwnedFd, name: &str| -> Result<OwnedFd, ArchiveError> {
+        nix::sys::stat::mkdirat(at, name, nix::sys::stat::Mode::from_bits_truncate(0o755))
+            .and_then(|()| fsutil::reopen_dir(at, name))
+            .map_err(|e| cx.io(format!("create {name}/"))(e.into()))
+    };
+    let blobs_dir = mkdir(dir, "blobs")?;
+    let mut alg_dirs = Vec::new();
     for alg in ["sha256", "sha512"] {
-        fs::create_dir_all(dir.join("blobs").join(alg)).map_err(cx.io("create blobs/"))?;
+        alg_dirs.push((alg, mkdir(&blobs_dir, alg)?));
     }
-    fs::write(dir.join("oci-layout"), OCI_LAYOUT).map_err(cx.io("write oci-layout"))?;
-    fs::write(dir.join("index.json"), index).map_err(cx.io("write index.json"))?;
+    let create = |at: &OwnedFd, name: &str| -> Result<File, ArchiveError> {
+        nix::fcntl::openat(
+            at,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .map(File::from)
+        .map_err(|e| cx.io(format!("write {name}"))(e.into()))
+    };
+    create(dir, "oci-layout")?
+        .write_all(OCI_LAYOUT)
+        .map_err(cx.io("write oci-layout"))?;
+    create(dir, "index.json")?
+        .write_all(&index)
+        .map_err(cx.io("write index.json"))?;
     for d in blobs {
-        let to = dir.join("blobs").join(d.algorithm().name()).join(d.hex());
+        let Some((_, at)) = alg_dirs.iter().find(|(a, _)| *a == d.algorithm().name()) else {
+            return Err(cx.bad(format!("blob {d}: no directory for its algorithm")));
+        };
         let mut from = store.open_blob(&d).map_err(cx.content())?;
-        let mut out = File::create(&to).map_err(cx.io(format!("write blobs/{d}")))?;
+        let mut out = create(at, d.hex())?;
         io::copy(&mut from, &mut out).map_err(cx.io(format!("write blobs/{d}")))?;
+        out.sync_all().map_err(cx.io(format!("sync blobs/{d}")))?;
     }
     Ok(())
 }
 
 fn write_tar(
     cx: &Ctx,
-    tmp: &Path,
+    file: File,
     f: impl FnOnce(&mut tar::Builder<File>) -> Result<(), ArchiveError>,
 ) -> Result<(), ArchiveError> {
-    let file = File::create(tmp).map_err(cx.io("create"))?;
     let mut b = tar::Builder::new(file);
     f(&mut b)?;
     let mut file = b.into_inner().map_err(cx.io("finish the tar"))?;

@@ -37,10 +37,10 @@ use nix::sys::stat::{
     fchmod, futimens, makedev, mkdirat, mknodat, utimensat, Mode, SFlag, UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
 
 use crate::digest::{Algorithm, Digest, Hasher};
-use crate::fsutil::{list_dir, reopen_dir, set_xattr, xattr_kept};
+use crate::fsutil::{list_dir, remove_tree, reopen_dir, set_xattr, xattr_kept};
 
 /// What to do with whiteout entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -777,25 +777,6 @@ fn stat_at(parent: &OwnedFd, leaf: &OsStr) -> Option<u32> {
     nix::sys::stat::fstatat(parent, leaf, AtFlags::AT_SYMLINK_NOFOLLOW)
         .ok()
         .map(|s| s.st_mode)
-}
-
-/// Removes parent/leaf and, for a directory, everything in it; links are removed, never
-/// followed.
-fn remove_tree(parent: &OwnedFd, leaf: &OsStr) -> nix::Result<()> {
-    match unlinkat(parent, leaf, UnlinkatFlags::NoRemoveDir) {
-        Ok(()) => return Ok(()),
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
-        Err(e) => return Err(e),
-    }
-    let dir = reopen_dir(parent, leaf)?;
-    for child in list_dir(&dir)? {
-        remove_tree(&dir, &child)?;
-    }
-    match unlinkat(parent, leaf, UnlinkatFlags::RemoveDir) {
-        Ok(()) | Err(Errno::ENOENT) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

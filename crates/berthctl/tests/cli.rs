@@ -737,6 +737,62 @@ fn save_and_load_round_trip() {
     assert_clean(&ctl);
 }
 
+#[test]
+fn save_never_writes_through_links_planted_in_the_output_directory() {
+    use std::os::unix::fs::symlink;
+    let ctl = Ctl::new();
+    ctl.ok(&["run", "--rm", BB, "true"]);
+    // A directory a local user can write; a canary only root can.
+    let out = ctl.dir.path().join("shared");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let canary = ctl.dir.path().join("canary");
+    std::fs::write(&canary, "precious").unwrap();
+    let canary_dir = ctl.dir.path().join("canary-dir");
+    std::fs::create_dir(&canary_dir).unwrap();
+    let next_pid: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for fmt in ["oci-archive", "docker-archive", "oci-dir"] {
+        // The temporary names save used to pick (`.NAME.tmp-PID`), for the pids the next
+        // processes will get: links to the canary, or directories of them.
+        let dest = out.join(format!("img-{fmt}"));
+        for pid in next_pid..next_pid + 400 {
+            let tmp = out.join(format!(".img-{fmt}.tmp-{pid}"));
+            if fmt == "oci-dir" {
+                std::fs::create_dir(&tmp).unwrap();
+                symlink(&canary, tmp.join("oci-layout")).unwrap();
+                symlink(&canary, tmp.join("index.json")).unwrap();
+                symlink(&canary_dir, tmp.join("blobs")).unwrap();
+            } else {
+                symlink(&canary, &tmp).unwrap();
+            }
+        }
+        ctl.ok(&["save", "--format", fmt, "-o", dest.to_str().unwrap(), BB]);
+        assert!(
+            std::fs::read(&canary).unwrap() == b"precious",
+            "{fmt}: the canary was written through a planted link"
+        );
+        assert_eq!(std::fs::read_dir(&canary_dir).unwrap().count(), 0, "{fmt}");
+        let other = Ctl::new();
+        assert!(other
+            .ok(&["load", "-i", dest.to_str().unwrap()])
+            .contains("localhost/berth-busybox:latest"));
+        // A link at the output's own name: refused, nothing written through it.
+        let linked = out.join(format!("linked-{fmt}"));
+        symlink(&canary, &linked).unwrap();
+        let e = ctl.fails(
+            &["save", "--format", fmt, "-o", linked.to_str().unwrap(), BB],
+            125,
+        );
+        assert!(e.contains("exists already"), "{e}");
+        assert!(std::fs::read(&canary).unwrap() == b"precious");
+    }
+    assert_clean(&ctl);
+}
+
 fn podman(args: &[&str]) -> Output {
     Command::new("podman").args(args).output().expect("podman")
 }

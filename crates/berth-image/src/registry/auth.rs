@@ -247,16 +247,13 @@ fn write(f: &Path, doc: &Value) -> Result<(), AuthError> {
         file: f.to_path_buf(),
         cause,
     };
-    if let Some(dir) = f.parent() {
-        use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| err(e.to_string()))?;
-    }
+    // The file's directory may be one others can write ($REGISTRY_AUTH_FILE anywhere, a
+    // user's home): it is opened (made 0700 where missing) once, and the new file is written
+    // under an unguessable name in it and renamed into place, all through its descriptor.
+    let (dir, name) = crate::fsutil::split(f).map_err(|e| err(e.to_string()))?;
+    let dir = crate::fsutil::open_or_make_dir(dir, 0o700).map_err(|e| err(e.to_string()))?;
     let data = serde_json::to_vec_pretty(doc).map_err(|e| err(e.to_string()))?;
-    crate::fsutil::write_atomic(f, &data, 0o600).map_err(|e| err(e.to_string()))
+    crate::fsutil::write_atomic_in(&dir, name, &data, 0o600).map_err(|e| err(e.to_string()))
 }
 
 /// Checks credentials the way `docker login` does: GET /v2/ with them, or, when the
