@@ -1071,3 +1071,147 @@ fn a_connection_lost_mid_blob_is_retried_and_resumed() {
         "{notes:?}"
     );
 }
+
+/// A registry on 127.0.0.1 that never stops talking: it answers `/v2/`, then streams an
+/// endless body where `case` says (a manifest, an error body, a token response, or a
+/// manifest announcing 10 GiB). Every connection gets its own thread, until the client
+/// hangs up.
+fn endless_registry(case: &'static str) -> u16 {
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { break };
+            std::thread::spawn(move || serve_endless(conn, case, port));
+        }
+    });
+    port
+}
+
+fn serve_endless(mut c: std::net::TcpStream, case: &str, port: u16) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut first = [0u8; 1];
+    // A TLS client hello (https is tried first on loopback): not spoken here.
+    if !matches!(c.peek(&mut first), Ok(1) if first[0] != 0x16) {
+        let _ = c.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\n");
+        return;
+    }
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    loop {
+        let mut request = String::new();
+        if r.read_line(&mut request).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                break;
+            }
+        }
+        let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+        let manifest = "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n";
+        let (status, headers, endless) = match (case, path.as_str()) {
+            ("token", "/v2/") => (
+                "401 Unauthorized",
+                format!("WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"endless\"\r\nContent-Length: 0\r\n"),
+                false,
+            ),
+            (_, "/v2/") => ("200 OK", "Content-Length: 0\r\n".to_string(), false),
+            ("token", p) if p.starts_with("/token") => {
+                ("200 OK", "Content-Type: application/json\r\n".into(), true)
+            }
+            ("manifest", _) => ("200 OK", manifest.to_string(), true),
+            ("manifest-length", _) => (
+                "200 OK",
+                format!("{manifest}Content-Length: 10737418240\r\n"),
+                true,
+            ),
+            ("error", _) => ("400 Bad Request", "Content-Type: text/plain\r\n".into(), true),
+            ("blob-error", p) if p.contains("/manifests/") => {
+                let m = format!(
+                    r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{}","size":10}},"layers":[]}}"#,
+                    "a".repeat(64)
+                );
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\n{manifest}Content-Length: {}\r\n\r\n{m}",
+                    m.len()
+                );
+                continue;
+            }
+            ("blob-error", _) => ("400 Bad Request", "Content-Type: text/plain\r\n".into(), true),
+            _ => ("404 Not Found", "Content-Length: 0\r\n".into(), false),
+        };
+        if !endless {
+            if write!(c, "HTTP/1.1 {status}\r\n{headers}\r\n").is_err() {
+                return;
+            }
+            continue;
+        }
+        if write!(
+            c,
+            "HTTP/1.1 {status}\r\n{headers}Connection: close\r\n\r\n{{\"a\":\""
+        )
+        .is_err()
+        {
+            return;
+        }
+        let chunk = vec![b'a'; 64 << 10];
+        while c.write_all(&chunk).is_ok() {}
+        return;
+    }
+}
+
+#[test]
+fn endless_bodies_are_cut_at_their_bounds() {
+    const ME: &str = "endless_bodies_are_cut_at_their_bounds";
+    // In the child (see below): pull from an endless registry and print the outcome.
+    if let Ok(case) = std::env::var("BERTH_ENDLESS") {
+        let case: &'static str = [
+            "manifest",
+            "manifest-length",
+            "error",
+            "blob-error",
+            "token",
+        ]
+        .into_iter()
+        .find(|c| *c == case)
+        .unwrap();
+        let port = endless_registry(case);
+        let (r, _) = Env::new().pull(&format!("127.0.0.1:{port}/x/y:1"));
+        match r {
+            Ok(_) => println!("RESULT: pulled"),
+            Err(e) => println!("RESULT: {e}"),
+        }
+        return;
+    }
+    for (case, want) in [
+        ("manifest", "the manifest is over the 4194304-byte limit"),
+        (
+            "manifest-length",
+            "the manifest is over the 4194304-byte limit",
+        ),
+        ("token", "sent more than 1048576 bytes"),
+        ("blob-error", ": HTTP 400 from http://127.0.0.1:"),
+        ("error", "manifest: HTTP 400 from http://127.0.0.1:"),
+    ] {
+        // 512 MiB of address space: a pull fits in far less; buffering an endless body
+        // does not.
+        let out = support::rerun_limited(
+            ME,
+            &[("BERTH_ENDLESS", case)],
+            512 << 20,
+            std::time::Duration::from_secs(120),
+        );
+        let support::Rerun::Done { code, stdout } = out else {
+            panic!("{case}: the pull hung");
+        };
+        assert_eq!(code, Some(0), "{case}: the pull died: {stdout}");
+        let got = support::result_line(&stdout).expect("a result line");
+        assert!(
+            got.contains(want) && got.len() < 1024,
+            "{case}: one short line naming what was too large: {got}"
+        );
+    }
+}

@@ -147,19 +147,21 @@ pub(crate) async fn fetch_token(
     creds: Option<(&str, &str)>,
 ) -> Result<String, TokenError> {
     let (realm, service, scope) = challenge;
-    let url = check_realm(registry_scheme, realm)?;
+    let mut url = check_realm(registry_scheme, realm)?;
     let r = || realm.to_string();
-    let mut query: Vec<(&str, &str)> = Vec::new();
-    if let Some(s) = service {
-        query.push(("service", s));
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(s) = service {
+            q.append_pair("service", s);
+        }
+        if let Some(s) = scope {
+            q.append_pair("scope", s);
+        }
+        if let Some((u, _)) = creds {
+            q.append_pair("account", u);
+        }
     }
-    if let Some(s) = scope {
-        query.push(("scope", s));
-    }
-    if let Some((u, _)) = creds {
-        query.push(("account", u));
-    }
-    let mut req = client.get(url).query(&query);
+    let mut req = client.get(url);
     if let Some((u, p)) = creds {
         req = req.basic_auth(u, Some(p));
     }

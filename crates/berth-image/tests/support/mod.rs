@@ -561,3 +561,74 @@ pub fn files_layout(marker: &str) -> Layout {
     l.config("t", &["--config.cmd", "/marker"]);
     l
 }
+
+/// How a re-run test child ended.
+#[derive(Debug)]
+pub enum Rerun {
+    /// It exited (or was killed by a signal: `code` None) with this stdout.
+    Done { code: Option<i32>, stdout: String },
+    /// It was still running at the deadline and was killed.
+    Hung,
+}
+
+/// Runs the test `name` of this same test binary again, alone, in a child whose address
+/// space is limited to `limit` bytes (RLIMIT_AS) and with `env` set, killed after
+/// `deadline`. The test tells it is the child by one of the `env` variables. A child that
+/// tries to buffer an endless input dies of the limit ("memory allocation failed", an
+/// abort) instead of taking the machine's memory.
+pub fn rerun_limited(name: &str, env: &[(&str, &str)], limit: u64, deadline: Duration) -> Rerun {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([name, "--exact", "--nocapture", "--test-threads=1"])
+        // One malloc arena: the limit is on address space, and glibc reserves 64 MiB per
+        // arena.
+        .env("MALLOC_ARENA_MAX", "1")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // SAFETY: between fork and exec the closure only calls setrlimit, which is
+    // async-signal-safe, on a struct it owns.
+    unsafe {
+        c.pre_exec(move || {
+            let r = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Rerun::Done {
+                code: st.code(),
+                stdout: reader.join().unwrap(),
+            };
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Rerun::Hung;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a re-run child printed as its result: the rest of the line after `RESULT: `
+/// (libtest prints the test's name on the same line first).
+pub fn result_line(stdout: &str) -> Option<&str> {
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("RESULT: ").map(|(_, r)| r))
+}
