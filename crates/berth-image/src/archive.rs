@@ -126,7 +126,7 @@ pub fn detect(path: &Path) -> Result<ArchiveFormat, ArchiveError> {
     }
     let f = File::open(path).map_err(cx.io("open"))?;
     let plain = crate::unpack::decompressed(f).map_err(cx.io("read"))?;
-    let mut ar = tar::Archive::new(plain);
+    let mut ar = tar::Archive::new(crate::tarbound::Bounded::new(plain));
     let (mut layout, mut index, mut manifest) = (false, false, false);
     for e in ar.entries().map_err(cx.io("read the tar"))? {
         let e = e.map_err(cx.io("read the tar"))?;
@@ -203,7 +203,7 @@ fn unpack_members(cx: &Ctx, path: &Path, stage: &Path) -> Result<Aliases, Archiv
     use std::os::unix::fs::OpenOptionsExt;
     let f = File::open(path).map_err(cx.io("open"))?;
     let plain = crate::unpack::decompressed(f).map_err(cx.io("read"))?;
-    let mut ar = tar::Archive::new(plain);
+    let mut ar = tar::Archive::new(crate::tarbound::Bounded::new(plain));
     for e in ar.entries().map_err(cx.io("read the tar"))? {
         let mut e = e.map_err(cx.io("read the tar"))?;
         let raw = e.path_bytes().into_owned();

@@ -16,6 +16,9 @@
 //! `trusted.overlay.opaque` xattr) or applied (the named path, or an opaque directory's
 //! content from earlier layers, is removed), see [`Whiteouts`].
 //!
+//! GNU long names and link targets are bounded at 64 KiB and PAX records at 1 MiB before the
+//! tar crate reads them into memory (`tarbound.rs`).
+//!
 //! Extended attributes from PAX records: `security.capability`, `user.*` and `trusted.*` are
 //! set (`trusted.overlay.*` never: those would steer overlayfs itself); others, such as
 //! SELinux labels, are dropped. Symlinks get no xattrs.
@@ -41,6 +44,7 @@ use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::fsutil::{list_dir, remove_tree, reopen_dir, set_xattr, xattr_kept};
+use crate::tarbound::{Bounded, HeaderTooLarge};
 
 /// What to do with whiteout entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +104,15 @@ pub enum UnpackError {
         what: String,
         #[source]
         source: io::Error,
+    },
+    /// A GNU long name or link target, or PAX records, claiming more than their bound;
+    /// refused before they are read.
+    #[error("layer {layer}: {what} of {size} bytes, over the {limit}-byte limit")]
+    HeaderTooLarge {
+        layer: String,
+        what: &'static str,
+        size: u64,
+        limit: u64,
     },
     #[error("layer {layer}: the uncompressed data hashes to {actual}, the image says {expected}")]
     DiffIdMismatch {
@@ -182,12 +195,16 @@ pub fn unpack_layer<R: Read>(
         parent_cache: None,
     };
     {
-        let mut archive = tar::Archive::new(&mut hashing);
+        // Extension headers (long names, PAX) are bounded before the tar crate buffers them.
+        let mut archive = tar::Archive::new(Bounded::new(&mut hashing));
         archive.set_ignore_zeros(false);
         let entries = archive.entries().map_err(stream)?;
         for entry in entries {
             let entry = match entry {
                 Ok(e) => e,
+                Err(e) if HeaderTooLarge::find(&e).is_some() => {
+                    return Err(header_too_large(layer, &e));
+                }
                 // Some writers (umoci among them) end the stream right after the last
                 // entry's data, without its padding or the end-of-archive blocks. Every
                 // entry before was read whole, so this is the end; a stream cut short
@@ -217,6 +234,19 @@ pub fn unpack_layer<R: Read>(
         diff_id: actual,
         size: hashing.size,
     })
+}
+
+/// The error for a read that [`Bounded`] refused.
+fn header_too_large(layer: &str, e: &io::Error) -> UnpackError {
+    let (what, size, limit) = HeaderTooLarge::find(e)
+        .map(|t| (t.what, t.size, t.limit))
+        .unwrap_or(("an extension header", 0, 0));
+    UnpackError::HeaderTooLarge {
+        layer: layer.to_string(),
+        what,
+        size,
+        limit,
+    }
 }
 
 /// A normalised entry path: its components below the root (empty for the root itself).

@@ -592,3 +592,53 @@ fn a_stream_without_end_blocks_after_whole_entries_is_accepted() {
     assert_eq!(fs::read(d.root().join("a")).unwrap(), b"abc");
     assert_eq!(u.diff_id, Digest::of(Algorithm::Sha256, cut));
 }
+
+#[test]
+fn an_extension_header_claiming_gigabytes_is_refused_within_a_memory_bound() {
+    const ME: &str =
+        "unpack::tests::an_extension_header_claiming_gigabytes_is_refused_within_a_memory_bound";
+    // In the child: a header claiming 4 GiB, then bytes that never end.
+    if let Ok(kind) = std::env::var("BERTH_HUGE_HEADER") {
+        let kind = match kind.as_str() {
+            "L" => tar::EntryType::GNULongName,
+            "K" => tar::EntryType::GNULongLink,
+            _ => tar::EntryType::XHeader,
+        };
+        let mut h = header(kind, 0o644, 4 << 30);
+        raw_name(&mut h, "././@LongLink");
+        h.set_cksum();
+        let stream = io::Read::chain(&h.as_bytes()[..], io::repeat(b'a'));
+        let d = tempfile::tempdir().unwrap();
+        let r = unpack_layer("huge", stream, d.path(), &opts(Whiteouts::Overlay), None);
+        match r {
+            Ok(_) => println!("RESULT: unpacked"),
+            Err(e) => println!("RESULT: {e}"),
+        }
+        return;
+    }
+    for (kind, want) in [
+        (
+            "L",
+            "layer huge: a GNU long name of 4294967296 bytes, over the 65536-byte limit",
+        ),
+        (
+            "K",
+            "layer huge: a GNU long link target of 4294967296 bytes, over the 65536-byte limit",
+        ),
+        (
+            "x",
+            "layer huge: a PAX extended header of 4294967296 bytes, over the 1048576-byte limit",
+        ),
+    ] {
+        // 512 MiB of address space; the old reader buffered the whole claimed size.
+        let (code, out) = crate::testutil::rerun_limited(
+            ME,
+            &[("BERTH_HUGE_HEADER", kind)],
+            512 << 20,
+            std::time::Duration::from_secs(120),
+        )
+        .unwrap_or_else(|| panic!("{kind}: the unpack hung"));
+        assert_eq!(code, Some(0), "{kind}: the unpack died: {out}");
+        assert_eq!(crate::testutil::result_line(&out), Some(want), "{kind}");
+    }
+}
