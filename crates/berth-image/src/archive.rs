@@ -26,6 +26,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
+use oci_spec::image::MediaType;
 
 use serde_json::{json, Value};
 
@@ -76,7 +77,7 @@ pub struct ExportImage<'a> {
     pub manifest_digest: &'a Digest,
 }
 
-const MAX_JSON: u64 = 8 << 20;
+use crate::{MAX_CONFIG, MAX_MANIFEST};
 
 struct Ctx<'a> {
     archive: &'a str,
@@ -280,16 +281,37 @@ fn resolve_dots(p: &[u8]) -> Option<Vec<u8>> {
     Some(out.join(&b'/'))
 }
 
+/// A JSON document of the archive (index.json, manifest.json), at most [`MAX_MANIFEST`]
+/// bytes, read no further than that.
 fn read_json(cx: &Ctx, path: &Path, member: &str) -> Result<Value, ArchiveError> {
     let f = File::open(path).map_err(|e| cx.member(member, e.to_string()))?;
     let mut data = Vec::new();
-    f.take(MAX_JSON + 1)
+    f.take(MAX_MANIFEST + 1)
         .read_to_end(&mut data)
         .map_err(cx.io(format!("read {member}")))?;
-    if data.len() as u64 > MAX_JSON {
-        return Err(cx.member(member, format!("larger than {MAX_JSON} bytes")));
+    if data.len() as u64 > MAX_MANIFEST {
+        return Err(cx.member(member, format!("larger than {MAX_MANIFEST} bytes")));
     }
     serde_json::from_slice(&data).map_err(|e| cx.member(member, format!("not JSON: {e}")))
+}
+
+/// The size a descriptor gives a JSON document, required and at most `limit`: checked
+/// before the blob is copied or read.
+fn document_size(
+    cx: &Ctx,
+    desc: &Value,
+    member: &str,
+    what: &str,
+    limit: u64,
+) -> Result<u64, ArchiveError> {
+    match desc["size"].as_u64() {
+        None => Err(cx.member(member, format!("{what} descriptor without a size"))),
+        Some(s) if s > limit => Err(cx.member(
+            member,
+            format!("{what} of {s} bytes, over the {limit}-byte limit"),
+        )),
+        Some(s) => Ok(s),
+    }
 }
 
 fn parse_digest(cx: &Ctx, v: &Value, member: &str) -> Result<Digest, ArchiveError> {
@@ -380,7 +402,8 @@ fn import_layout(
         let mut mt = desc["mediaType"].as_str().unwrap_or("").to_string();
         if platform::INDEX_TYPES.contains(&mt.as_str()) {
             let d = parse_digest(cx, &desc["digest"], "index.json")?;
-            copy_blob(cx, store, layout, &d, desc["size"].as_u64())?;
+            let size = document_size(cx, &desc, "index.json", "an index", MAX_MANIFEST)?;
+            copy_blob(cx, store, layout, &d, Some(size))?;
             let nested: Value = serde_json::from_slice(&store.read(&d).map_err(cx.content())?)
                 .map_err(|e| cx.member(&format!("blobs/{}", d), format!("not JSON: {e}")))?;
             desc = platform::select(&nested, plat)
@@ -395,11 +418,8 @@ fn import_layout(
             ));
         }
         let md = parse_digest(cx, &desc["digest"], "index.json")?;
-        let msize = desc["size"].as_u64();
-        if msize.is_some_and(|s| s > MAX_JSON) {
-            return Err(cx.member("index.json", "a manifest larger than 8 MiB"));
-        }
-        copy_blob(cx, store, layout, &md, msize)?;
+        let msize = document_size(cx, &desc, "index.json", "a manifest", MAX_MANIFEST)?;
+        copy_blob(cx, store, layout, &md, Some(msize))?;
         let manifest_bytes = store.read(&md).map_err(cx.content())?;
         let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| {
@@ -414,6 +434,15 @@ fn import_layout(
             .to_string()
             .parse()
             .map_err(|e| cx.member(&format!("blobs/{md}"), format!("{e}")))?;
+        if manifest.config().size() > MAX_CONFIG {
+            return Err(cx.member(
+                &format!("blobs/{md}"),
+                format!(
+                    "a config of {} bytes, over the {MAX_CONFIG}-byte limit",
+                    manifest.config().size()
+                ),
+            ));
+        }
         copy_blob(cx, store, layout, &cd, Some(manifest.config().size()))?;
         for l in manifest.layers() {
             let ld: Digest = l
@@ -486,11 +515,11 @@ fn import_docker(
         let mut cf = open_member(config_member)?;
         let mut config_bytes = Vec::new();
         (&mut cf)
-            .take(MAX_JSON + 1)
+            .take(MAX_CONFIG + 1)
             .read_to_end(&mut config_bytes)
             .map_err(cx.io(format!("read {config_member}")))?;
-        if config_bytes.len() as u64 > MAX_JSON {
-            return Err(cx.member(config_member, "larger than 8 MiB"));
+        if config_bytes.len() as u64 > MAX_CONFIG {
+            return Err(cx.member(config_member, format!("larger than {MAX_CONFIG} bytes")));
         }
         let config: Value = serde_json::from_slice(&config_bytes)
             .map_err(|err| cx.member(config_member, format!("not JSON: {err}")))?;
@@ -541,6 +570,75 @@ fn import_docker(
         });
     }
     Ok(out)
+}
+
+/// Makes a one-layer image from the root file system tarball at `path` (plain, gzip or
+/// zstd), as `podman import` does. The tarball is never held in memory: it is first walked
+/// as a stream (every header read, extension headers bounded, see `tarbound.rs`) while its
+/// uncompressed bytes are hashed into the layer's diffID, then copied as it is (compressed
+/// or not) into the content store. An empty archive, or one that is not a tar, is an
+/// error naming the file.
+pub fn import_rootfs(
+    store: &ContentStore,
+    path: &Path,
+    name: Option<String>,
+    config: oci_spec::image::Config,
+    architecture: &str,
+) -> Result<FetchedImage, ArchiveError> {
+    let shown = path.to_string_lossy().into_owned();
+    let cx = Ctx { archive: &shown };
+    let open = || File::open(path).map(|f| io::BufReader::with_capacity(256 << 10, f));
+    let plain =
+        crate::unpack::decompressed(open().map_err(cx.io("open"))?).map_err(cx.io("read"))?;
+    let mut hashing = crate::unpack::Hashing {
+        inner: plain,
+        hasher: Algorithm::Sha256.hasher(),
+        size: 0,
+    };
+    let not_tar = |e: io::Error| match crate::tarbound::HeaderTooLarge::find(&e) {
+        Some(t) => cx.bad(t.to_string()),
+        None => cx.bad(format!("not a tar archive: {e}")),
+    };
+    let mut entries = 0u64;
+    {
+        let mut ar = tar::Archive::new(crate::tarbound::Bounded::new(&mut hashing));
+        for e in ar.entries().map_err(not_tar)? {
+            match e {
+                Ok(_) => entries += 1,
+                // A stream that ends right after its last entry's data (as the unpacker
+                // accepts it).
+                Err(e)
+                    if entries > 0
+                        && e.kind() == io::ErrorKind::Other
+                        && e.to_string().contains("EOF") =>
+                {
+                    break
+                }
+                Err(e) => return Err(not_tar(e)),
+            }
+        }
+    }
+    if entries == 0 {
+        return Err(cx.bad("an empty archive"));
+    }
+    io::copy(&mut hashing, &mut io::sink()).map_err(cx.io("read"))?;
+    let diff_id = hashing.hasher.finish();
+    let (digest, size) = store
+        .ingest(open().map_err(cx.io("open"))?)
+        .map_err(cx.content())?;
+    let media_type = match layer_media_type(store, &digest) {
+        "application/vnd.oci.image.layer.v1.tar+gzip" => MediaType::ImageLayerGzip,
+        "application/vnd.oci.image.layer.v1.tar+zstd" => MediaType::ImageLayerZstd,
+        _ => MediaType::ImageLayer,
+    };
+    let layer = crate::build::StoredLayer {
+        digest,
+        size,
+        media_type,
+        diff_id,
+    };
+    crate::build::store_image_of(store, name, &[layer], config, architecture)
+        .map_err(|e| cx.bad(e.to_string()))
 }
 
 /// Writes `images` in `format` to `dest`, which must not exist.

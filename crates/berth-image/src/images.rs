@@ -110,8 +110,6 @@ struct Db {
 }
 
 const DB_VERSION: u32 = 1;
-/// Manifests and configs are small; anything bigger is not one.
-const MAX_JSON: usize = 8 << 20;
 
 /// The metadata store under one root.
 #[derive(Debug, Clone)]
@@ -397,7 +395,7 @@ pub fn describe(
         .parse()
         .map_err(|e| bad(format!("config digest: {e}")))?;
     let raw = content.read(&config_digest)?;
-    if raw.len() > MAX_JSON {
+    if raw.len() as u64 > crate::MAX_CONFIG {
         return Err(bad(format!(
             "config is {} bytes, over the limit",
             raw.len()

@@ -140,10 +140,10 @@ pub fn decompressed<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a
 }
 
 /// Hashes and counts what passes through.
-struct Hashing<R> {
-    inner: R,
-    hasher: Hasher,
-    size: u64,
+pub(crate) struct Hashing<R> {
+    pub(crate) inner: R,
+    pub(crate) hasher: Hasher,
+    pub(crate) size: u64,
 }
 
 impl<R: Read> Read for Hashing<R> {

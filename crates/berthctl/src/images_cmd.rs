@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use berth_image::archive::{self, ArchiveFormat, ExportImage};
-use berth_image::build::{simple_config, store_image};
+use berth_image::build::simple_config;
 use berth_image::images::ImageRecord;
 use berth_image::registry::{AuthStore, RegistriesConfig};
 
@@ -196,27 +196,13 @@ pub fn prune(s: &Store, all: bool) -> Result<ExitCode> {
 }
 
 pub fn import(s: &Store, a: &cli::Import) -> Result<ExitCode> {
-    let f =
-        std::fs::File::open(&a.tarball).with_context(|| format!("open {}", a.tarball.display()))?;
-    let mut data = Vec::new();
-    berth_image::unpack::decompressed(std::io::BufReader::new(f))
-        .and_then(|mut r| r.read_to_end(&mut data))
-        .with_context(|| format!("read {}", a.tarball.display()))?;
-    // A quick walk of the tar, so a file that is not one is refused here.
-    let mut ar = tar::Archive::new(&data[..]);
-    let n = ar
-        .entries()
-        .and_then(|es| es.collect::<std::io::Result<Vec<_>>>().map(|v| v.len()))
-        .with_context(|| format!("{}: not a tar archive", a.tarball.display()))?;
-    if n == 0 {
-        bail!("{}: an empty archive", a.tarball.display());
-    }
     let name = a.name.as_deref().map(full_name).transpose()?;
     let _hold = s.images.hold_for_write()?;
-    let fetched = store_image(
+    // Streamed, never held in memory: walked and hashed, then copied into the store.
+    let fetched = archive::import_rootfs(
         &s.content,
+        &a.tarball,
         name,
-        &[data],
         simple_config(&["sh"]),
         berth_image::builtin::host_architecture(),
     )?;

@@ -219,18 +219,43 @@ fn normalise_registry(r: &str) -> String {
     }
 }
 
+/// The most a credential file may hold.
+const MAX_AUTH_FILE: u64 = 4 << 20;
+
+/// A credential file, parsed; `None` when it is missing, unreadable or blank. The files may
+/// be another user's (`$HOME` under sudo): only a regular file is read (opened without
+/// blocking, so a fifo cannot hang the reader), and at most [`MAX_AUTH_FILE`] bytes of it.
 fn read(f: &Path) -> Result<Option<Value>, AuthError> {
-    let data = match fs::read(f) {
-        Ok(d) => d,
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |cause: String| AuthError::File {
+        file: f.to_path_buf(),
+        cause,
+    };
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(f)
+    {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(None),
-        Err(e) => {
-            return Err(AuthError::File {
-                file: f.to_path_buf(),
-                cause: e.to_string(),
-            })
-        }
+        Err(e) => return Err(err(e.to_string())),
     };
+    let meta = file.metadata().map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
+    }
+    if meta.len() > MAX_AUTH_FILE {
+        return Err(err(format!(
+            "{} bytes, over the {MAX_AUTH_FILE}-byte limit",
+            meta.len()
+        )));
+    }
+    let mut data = Vec::new();
+    file.take(MAX_AUTH_FILE)
+        .read_to_end(&mut data)
+        .map_err(|e| err(e.to_string()))?;
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

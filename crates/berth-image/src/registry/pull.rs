@@ -147,8 +147,7 @@ fn whose(user: &Option<String>) -> String {
     }
 }
 
-const MAX_MANIFEST: u64 = 4 << 20;
-const MAX_CONFIG: u64 = 8 << 20;
+use crate::{MAX_CONFIG, MAX_MANIFEST};
 
 const ACCEPT: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",

@@ -107,3 +107,31 @@ fn identity_tokens_are_reported_not_used() {
     assert_eq!(s.identity_token_only("pw.example"), None);
     assert_eq!(s.identity_token_only("other.example"), None);
 }
+
+#[test]
+fn a_fifo_or_an_oversized_credential_file_is_refused_without_blocking() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("fifo.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let store = AuthStore {
+        files: vec![fifo.clone()],
+    };
+    let e = store.credentials("r.example").unwrap_err().to_string();
+    assert_eq!(e, format!("{}: not a regular file", fifo.display()));
+    let big = d.path().join("big.json");
+    fs::File::create(&big)
+        .unwrap()
+        .set_len(MAX_AUTH_FILE + 1)
+        .unwrap();
+    let store = AuthStore {
+        files: vec![big.clone()],
+    };
+    let e = store.credentials("r.example").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: 4194305 bytes, over the 4194304-byte limit",
+            big.display()
+        )
+    );
+}

@@ -1,0 +1,294 @@
+//! berthctl against hostile input: images whose files are not what they claim, output
+//! directories other users can write, and inputs that try to exhaust memory.
+
+use super::*;
+
+/// A busybox root file system tarball whose /etc/passwd is a node of `kind` (fifo or
+/// character device `major:0`), written with the tar crate.
+fn rootfs_with_passwd_node(dir: &Path, kind: tar::EntryType, major: u32) -> PathBuf {
+    let mut b = tar::Builder::new(Vec::new());
+    let bb = std::fs::read("/bin/busybox").unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o755);
+    h.set_size(bb.len() as u64);
+    b.append_data(&mut h, "bin/busybox", &bb[..]).unwrap();
+    for a in ["sh", "true", "id"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, format!("bin/{a}"), "busybox")
+            .unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(0);
+    h.set_device_major(major).unwrap();
+    h.set_device_minor(0).unwrap();
+    b.append_data(&mut h, "etc/passwd", std::io::empty())
+        .unwrap();
+    let tar = dir.join(format!("passwd-{kind:?}.tar"));
+    std::fs::write(&tar, b.into_inner().unwrap()).unwrap();
+    tar
+}
+
+/// A character-device major no driver has registered here: opening such a node fails
+/// with ENXIO ("No such device or address"), which would show in the error.
+fn unregistered_major() -> u32 {
+    let devices = std::fs::read_to_string("/proc/devices").unwrap();
+    let chars = devices.split("Block devices:").next().unwrap();
+    let used: Vec<u32> = chars
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    (60..=254).find(|m| !used.contains(m)).unwrap()
+}
+
+/// Runs berthctl, killing it after `limit`: (exit status, stderr), None when it hung.
+fn out_within(ctl: &Ctl, args: &[&str], limit: Duration) -> Option<(Option<i32>, String)> {
+    let mut child = ctl.cmd(args).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut e = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut e).unwrap();
+            return Some((st.code(), e));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_image_passwd_that_is_a_fifo_or_a_device_is_never_opened() {
+    let ctl = Ctl::new();
+    for (kind, major, what) in [
+        (tar::EntryType::Fifo, 0, "a fifo"),
+        (
+            tar::EntryType::Char,
+            unregistered_major(),
+            "a character device",
+        ),
+    ] {
+        let tar = rootfs_with_passwd_node(ctl.dir.path(), kind, major);
+        let id = ctl.ok(&["import", tar.to_str().unwrap()]);
+        let id = id.trim();
+        let (code, e) = out_within(
+            &ctl,
+            &["run", "--rm", "-u", "user", id, "id"],
+            Duration::from_secs(60),
+        )
+        .expect("run -u with a hostile /etc/passwd hung");
+        assert_eq!(code, Some(125), "{e}");
+        assert!(
+            e.ends_with(&format!(
+                ": user \"user\": the image's /etc/passwd is {what}, not a regular file\n"
+            )) && e.lines().count() == 1,
+            "one line naming the file and what it is: {e}"
+        );
+    }
+    assert_clean(&ctl);
+}
+
+#[test]
+fn save_never_writes_through_links_planted_in_the_output_directory() {
+    use std::os::unix::fs::symlink;
+    let ctl = Ctl::new();
+    ctl.ok(&["run", "--rm", BB, "true"]);
+    // A directory a local user can write; a canary only root can.
+    let out = ctl.dir.path().join("shared");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let canary = ctl.dir.path().join("canary");
+    std::fs::write(&canary, "precious").unwrap();
+    let canary_dir = ctl.dir.path().join("canary-dir");
+    std::fs::create_dir(&canary_dir).unwrap();
+    let next_pid: u32 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for fmt in ["oci-archive", "docker-archive", "oci-dir"] {
+        // The temporary names save used to pick (`.NAME.tmp-PID`), for the pids the next
+        // processes will get: links to the canary, or directories of them.
+        let dest = out.join(format!("img-{fmt}"));
+        for pid in next_pid..next_pid + 400 {
+            let tmp = out.join(format!(".img-{fmt}.tmp-{pid}"));
+            if fmt == "oci-dir" {
+                std::fs::create_dir(&tmp).unwrap();
+                symlink(&canary, tmp.join("oci-layout")).unwrap();
+                symlink(&canary, tmp.join("index.json")).unwrap();
+                symlink(&canary_dir, tmp.join("blobs")).unwrap();
+            } else {
+                symlink(&canary, &tmp).unwrap();
+            }
+        }
+        ctl.ok(&["save", "--format", fmt, "-o", dest.to_str().unwrap(), BB]);
+        assert!(
+            std::fs::read(&canary).unwrap() == b"precious",
+            "{fmt}: the canary was written through a planted link"
+        );
+        assert_eq!(std::fs::read_dir(&canary_dir).unwrap().count(), 0, "{fmt}");
+        let other = Ctl::new();
+        assert!(other
+            .ok(&["load", "-i", dest.to_str().unwrap()])
+            .contains("localhost/berth-busybox:latest"));
+        // A link at the output's own name: refused, nothing written through it.
+        let linked = out.join(format!("linked-{fmt}"));
+        symlink(&canary, &linked).unwrap();
+        let e = ctl.fails(
+            &["save", "--format", fmt, "-o", linked.to_str().unwrap(), BB],
+            125,
+        );
+        assert!(e.contains("exists already"), "{e}");
+        assert!(std::fs::read(&canary).unwrap() == b"precious");
+    }
+    assert_clean(&ctl);
+}
+
+/// Runs berthctl with its address space limited to `limit` bytes (RLIMIT_AS): (exit code,
+/// stdout, stderr). A berthctl that buffers a large input dies of the limit instead of
+/// taking the machine's memory.
+fn out_limited(ctl: &Ctl, args: &[&str], limit: u64) -> (Option<i32>, String, String) {
+    use std::os::unix::process::CommandExt;
+    let mut c = ctl.cmd(args);
+    // One malloc arena: glibc reserves 64 MiB of address space per arena.
+    c.env("MALLOC_ARENA_MAX", "1");
+    // SAFETY: between fork and exec the closure only calls setrlimit, which is
+    // async-signal-safe, with a struct it owns.
+    unsafe {
+        c.pre_exec(move || {
+            let r = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    eprintln!(
+        "berthctl {args:?} (limited) -> {:?}\n{out}{err}",
+        o.status.code()
+    );
+    (o.status.code(), out, err)
+}
+
+const LIMIT: u64 = 128 << 20;
+
+#[test]
+fn import_streams_a_tarball_larger_than_its_memory() {
+    // 160 MiB of zeros in one file, zstd-compressed to a few KiB: more than berthctl may
+    // hold (128 MiB of address space), so only a streaming import gets through.
+    let ctl = Ctl::new();
+    let big = 160u64 << 20;
+    let tar = ctl.dir.path().join("bomb.tar.zst");
+    {
+        let out = std::fs::File::create(&tar).unwrap();
+        let mut b = tar::Builder::new(zstd::Encoder::new(out, 1).unwrap().auto_finish());
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(big);
+        b.append_data(
+            &mut h,
+            "zeros",
+            std::io::Read::take(std::io::repeat(0), big),
+        )
+        .unwrap();
+        b.into_inner().unwrap();
+    }
+    let (code, out, err) = out_limited(&ctl, &["import", tar.to_str().unwrap(), "big"], LIMIT);
+    assert_eq!(code, Some(0), "import of a 160 MiB tar in 128 MiB: {err}");
+    assert!(out.trim().starts_with("sha256:"), "{out}");
+    // The layer is the file as given (compressed) and its diffID the plain tar's.
+    let v: serde_json::Value = serde_json::from_str(&ctl.ok(&["inspect", "big"])).unwrap();
+    assert_eq!(
+        v["Manifest"]["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(
+        v["Manifest"]["layers"][0]["size"],
+        std::fs::metadata(&tar).unwrap().len()
+    );
+    assert_clean(&ctl);
+}
+
+/// An OCI layout under `dir` whose index.json lists `desc` (a descriptor made from the
+/// digest and size of `blob`, a sparse file of `size` zero bytes, put under blobs/).
+fn layout_with_blob(dir: &Path, media_type: &str, size: u64) -> PathBuf {
+    let l = dir.join(format!("layout-{size}"));
+    std::fs::create_dir_all(l.join("blobs/sha256")).unwrap();
+    std::fs::write(l.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let tmp = l.join("blob");
+    std::fs::File::create(&tmp).unwrap().set_len(size).unwrap();
+    let sum = Command::new("sha256sum").arg(&tmp).output().unwrap();
+    let hex = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::rename(&tmp, l.join("blobs/sha256").join(&hex)).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": size}
+    ]});
+    std::fs::write(l.join("index.json"), index.to_string()).unwrap();
+    l
+}
+
+#[test]
+fn load_refuses_oversized_documents_before_reading_them() {
+    let ctl = Ctl::new();
+    // A nested index of 200 MiB (its size honestly given): refused by its size.
+    let l = layout_with_blob(
+        ctl.dir.path(),
+        "application/vnd.oci.image.index.v1+json",
+        200 << 20,
+    );
+    let (code, _, err) = out_limited(&ctl, &["load", "-i", l.to_str().unwrap()], LIMIT);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(
+        err.trim_end().ends_with(&format!(
+            "{}: member \"index.json\": an index of 209715200 bytes, over the 4194304-byte limit",
+            l.display()
+        )) && err.lines().count() == 1,
+        "{err}"
+    );
+    // An archive whose first header is a GNU long name claiming 4 GiB (a sparse file: the
+    // claimed bytes read as zeros, and cost no disk).
+    let ar = ctl.dir.path().join("longname.tar");
+    {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(4 << 30);
+        h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_cksum();
+        std::fs::write(&ar, h.as_bytes()).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&ar)
+            .unwrap()
+            .set_len(512 + (4 << 30) + 1024)
+            .unwrap();
+    }
+    let (code, _, err) = out_limited(&ctl, &["load", "-i", ar.to_str().unwrap()], LIMIT);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(
+        err.trim_end().ends_with(&format!(
+            "{}: read the tar: a GNU long name of 4294967296 bytes, over the 65536-byte limit",
+            ar.display()
+        )) && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_clean(&ctl);
+}
