@@ -20,6 +20,7 @@
 //! but it needs nothing from the kernel.
 
 mod overlay;
+mod whiteouts;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -115,6 +116,13 @@ pub struct UnpackStats {
     pub present: usize,
 }
 
+/// A layer unpacked into a temporary directory, to be committed.
+struct Staged {
+    tmp: PathBuf,
+    /// The whiteouts the unpack made (paths below `tmp`).
+    whiteouts: Vec<PathBuf>,
+}
+
 /// The snapshotter under one root.
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
@@ -159,17 +167,16 @@ impl Snapshotter {
     }
 
     /// Unpacks the image's layers that are not unpacked yet, several at once: with overlay
-    /// whiteouts every layer is independent of the others. A no-op for the copy driver,
-    /// which unpacks per container.
+    /// whiteouts every layer is independent of the others. Then, bottom first, each is
+    /// rid of the whiteouts that hide nothing in the layers below it (`whiteouts.rs`) and
+    /// committed. A no-op for the copy driver, which unpacks per container.
     pub fn unpack(&self, content: &ContentStore, image: &ImageRecord) -> Result<UnpackStats> {
         let mut stats = UnpackStats::default();
         if self.driver == Driver::Copy {
             return Ok(stats);
         }
-        let missing: Vec<&LayerRecord> = image
-            .layers
-            .iter()
-            .filter(|l| !self.has_layer(&l.chain_id))
+        let missing: Vec<usize> = (0..image.layers.len())
+            .filter(|&i| !self.has_layer(&image.layers[i].chain_id))
             .collect();
         stats.present = image.layers.len() - missing.len();
         stats.unpacked = missing.len();
@@ -179,41 +186,85 @@ impl Snapshotter {
             .clamp(1, 8)
             .min(missing.len().max(1));
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    s.spawn(|| loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(layer) = missing.get(i) else {
-                            return Ok(());
-                        };
-                        self.unpack_one(content, layer)?;
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(SnapshotError::Io {
-                            context: "unpack worker".into(),
-                            source: io::Error::other("panicked"),
-                        })
-                    })
-                })
-                .collect()
+        let done: Vec<std::sync::Mutex<Option<Result<Staged>>>> = missing
+            .iter()
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&i) = missing.get(k) else {
+                        return;
+                    };
+                    let r = self.unpack_one(content, &image.layers[i]);
+                    if let Ok(mut slot) = done[k].lock() {
+                        *slot = Some(r);
+                    }
+                });
+            }
         });
-        for r in results {
-            r?;
+        let staged = missing.iter().zip(done).map(|(&i, slot)| {
+            let r = slot.into_inner().ok().flatten().unwrap_or_else(|| {
+                Err(SnapshotError::Io {
+                    context: "unpack worker".into(),
+                    source: io::Error::other("panicked"),
+                })
+            });
+            (i, r)
+        });
+        // Bottom first; after a failure, what is left uncommitted goes.
+        let mut result = Ok(());
+        for (i, r) in staged {
+            match r {
+                Ok(st) if result.is_ok() => {
+                    result = self.commit(image, i, &st);
+                    if result.is_err() {
+                        let _ = remove_all(&st.tmp);
+                    }
+                }
+                Ok(st) => {
+                    let _ = remove_all(&st.tmp);
+                }
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
+            }
         }
-        Ok(stats)
+        result.map(|()| stats)
     }
 
-    fn unpack_one(&self, content: &ContentStore, layer: &LayerRecord) -> Result<()> {
+    /// Drops the whiteouts of layer `i` of `image` (staged) that hide nothing below it, and
+    /// commits it under its chain ID. The layers below are committed: they were before, or
+    /// this loop committed them first.
+    fn commit(&self, image: &ImageRecord, i: usize, st: &Staged) -> Result<()> {
+        let layer = &image.layers[i];
         let dest = self.layer_dir(&layer.chain_id);
-        if dest.is_dir() {
-            return Ok(());
+        if !st.whiteouts.is_empty() {
+            let lowers: Vec<PathBuf> = image.layers[..i]
+                .iter()
+                .rev()
+                .map(|l| self.layer_dir(&l.chain_id))
+                .collect();
+            whiteouts::drop_unneeded(&st.tmp, &st.whiteouts, &lowers).map_err(|source| {
+                SnapshotError::Io {
+                    context: format!("layer {}: drop whiteouts that hide nothing", layer.digest),
+                    source,
+                }
+            })?;
         }
+        match fs::rename(&st.tmp, &dest) {
+            Ok(()) => Ok(()),
+            // Another unpack of the same layer won the race: keep its copy.
+            Err(_) if dest.is_dir() => remove_all(&st.tmp),
+            Err(e) => Err(io_err(format!("commit {}", dest.display()))(e)),
+        }
+    }
+
+    /// Unpacks one layer into a fresh temporary directory, not committed yet.
+    fn unpack_one(&self, content: &ContentStore, layer: &LayerRecord) -> Result<Staged> {
         let tmp = self.root.join("layers").join(format!(
             ".tmp-{}-{}",
             std::process::id(),
@@ -239,18 +290,18 @@ impl Snapshotter {
             .map_err(|source| SnapshotError::Unpack {
                 layer: layer.digest.clone(),
                 source,
-            })?;
-            match fs::rename(&tmp, &dest) {
-                Ok(()) => Ok(()),
-                // Another unpack of the same layer won the race: keep its copy.
-                Err(_) if dest.is_dir() => remove_all(&tmp),
-                Err(e) => Err(io_err(format!("commit {}", dest.display()))(e)),
-            }
+            })
         })();
-        if result.is_err() {
-            let _ = remove_all(&tmp);
+        match result {
+            Ok(u) => Ok(Staged {
+                tmp,
+                whiteouts: u.whiteouts,
+            }),
+            Err(e) => {
+                let _ = remove_all(&tmp);
+                Err(e)
+            }
         }
-        result
     }
 
     /// Makes container `id`'s root file system from `image` and mounts it; returns the

@@ -73,6 +73,9 @@ pub struct Unpacked {
     pub diff_id: Digest,
     /// Bytes of the uncompressed stream.
     pub size: u64,
+    /// The whiteouts made ([`Whiteouts::Overlay`]), as normalised paths below the
+    /// destination (a later entry of the layer may have replaced one).
+    pub whiteouts: Vec<PathBuf>,
 }
 
 /// Why a layer could not be applied; each names the layer and, where there is one, the entry.
@@ -192,6 +195,7 @@ pub fn unpack_layer<R: Read>(
         dirs: Vec::new(),
         added: HashSet::new(),
         opaque: Vec::new(),
+        whiteouts: Vec::new(),
         parent_cache: None,
     };
     {
@@ -233,6 +237,7 @@ pub fn unpack_layer<R: Read>(
     Ok(Unpacked {
         diff_id: actual,
         size: hashing.size,
+        whiteouts: u.whiteouts.iter().map(|c| join(c)).collect(),
     })
 }
 
@@ -293,6 +298,8 @@ struct Unpacker<'a> {
     added: HashSet<Comps>,
     /// Directories this layer marks opaque (Apply mode: emptied of older content at the end).
     opaque: Vec<Comps>,
+    /// Whiteout devices made (Overlay mode).
+    whiteouts: Vec<Comps>,
     /// The last parent directory opened, kept while no entry can have changed the tree's
     /// directories.
     parent_cache: Option<(Comps, OwnedFd)>,
@@ -707,6 +714,7 @@ impl Unpacker<'_> {
                     makedev(0, 0),
                 )
                 .map_err(|err| self.failed(name, "make the whiteout", io_of(err)))?;
+                self.whiteouts.push(target.clone());
                 self.added.insert(target);
             }
             Whiteouts::Apply => {

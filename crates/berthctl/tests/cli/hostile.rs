@@ -292,3 +292,74 @@ fn load_refuses_oversized_documents_before_reading_them() {
     );
     assert_clean(&ctl);
 }
+
+#[test]
+fn a_whiteout_of_a_name_absent_below_is_not_listed() {
+    if Command::new("umoci").arg("--version").output().is_err() {
+        eprintln!("SKIP: umoci is not installed");
+        return;
+    }
+    let ctl = Ctl::new();
+    busybox_rootfs_tar(ctl.dir.path());
+    let layout = ctl.dir.path().join("layout");
+    let l = layout.to_str().unwrap();
+    let umoci = |args: &[&str]| {
+        let o = Command::new("umoci").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "umoci {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    umoci(&["init", "--layout", l]);
+    umoci(&["new", "--image", &format!("{l}:1")]);
+    let tree = ctl.dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/present"), "here").unwrap();
+    umoci(&[
+        "insert",
+        "--image",
+        &format!("{l}:1"),
+        tree.to_str().unwrap(),
+        "/",
+    ]);
+    // The top layer whites out names no layer below has (real images do this): in etc,
+    // which a lower layer has, and in opt, which only this layer makes. Overlayfs hides a
+    // whiteout in a directory it merges; in one that only this layer has, readdir lists
+    // it and stat cannot find it.
+    let mut b = tar::Builder::new(Vec::new());
+    for name in ["etc/.wh.never", "opt/.wh.never"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(0);
+        b.append_data(&mut h, name, std::io::empty()).unwrap();
+    }
+    let top = ctl.dir.path().join("top.tar");
+    std::fs::write(&top, b.into_inner().unwrap()).unwrap();
+    umoci(&[
+        "raw",
+        "add-layer",
+        "--image",
+        &format!("{l}:1"),
+        top.to_str().unwrap(),
+    ]);
+    ctl.ok(&["load", "-i", l]);
+    let id = ctl.ok(&["images", "-q"]);
+    // ls -A stats what readdir lists: a phantom fails it ("No such file or directory").
+    let out = ctl.ok(&[
+        "run",
+        "--rm",
+        id.trim(),
+        "busybox",
+        "sh",
+        "-c",
+        "busybox ls -A /etc && echo -- && busybox ls -A /opt",
+    ]);
+    let (etc, opt) = out.split_once("--\n").unwrap();
+    assert!(
+        etc.lines().any(|l| l == "present") && !etc.lines().any(|l| l == "never"),
+        "{etc}"
+    );
+    assert_eq!(opt, "", "no phantom in /opt");
+    assert_clean(&ctl);
+}
