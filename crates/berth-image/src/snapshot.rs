@@ -114,11 +114,15 @@ pub struct UnpackStats {
     pub unpacked: usize,
     /// Layers that were unpacked already.
     pub present: usize,
+    /// (diffID, bytes of the uncompressed tar) of each layer unpacked now.
+    pub sizes: Vec<(Digest, u64)>,
 }
 
 /// A layer unpacked into a temporary directory, to be committed.
 struct Staged {
     tmp: PathBuf,
+    /// Bytes of the layer's uncompressed tar.
+    size: u64,
     /// The whiteouts the unpack made (paths below `tmp`).
     whiteouts: Vec<PathBuf>,
 }
@@ -219,8 +223,11 @@ impl Snapshotter {
             match r {
                 Ok(st) if result.is_ok() => {
                     result = self.commit(image, i, &st);
-                    if result.is_err() {
-                        let _ = remove_all(&st.tmp);
+                    match result {
+                        Ok(()) => stats.sizes.push((image.layers[i].diff_id.clone(), st.size)),
+                        Err(_) => {
+                            let _ = remove_all(&st.tmp);
+                        }
                     }
                 }
                 Ok(st) => {
@@ -295,6 +302,7 @@ impl Snapshotter {
         match result {
             Ok(u) => Ok(Staged {
                 tmp,
+                size: u.size,
                 whiteouts: u.whiteouts,
             }),
             Err(e) => {

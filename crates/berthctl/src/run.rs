@@ -260,7 +260,8 @@ fn prepare(
     user_flag: Option<&str>,
 ) -> Result<()> {
     let dir = s.records.dir(&r.id);
-    s.snapshots.unpack(&s.content, image)?;
+    let unpacked = s.snapshots.unpack(&s.content, image)?;
+    s.images.record_layer_sizes(&unpacked.sizes)?;
     let rootfs = s.snapshots.prepare(&r.id, &s.content, image)?;
     // -u wins over the image's User.
     let user_spec = user_flag

@@ -1,6 +1,9 @@
 //! berthctl driven as a user drives it: real images, real containers, as root.
-//! Hostile input (images, archives, output directories) is in `cli/hostile.rs`.
+//! Hostile input (images, archives, output directories) is in `cli/hostile.rs`; one test
+//! per README command not covered here is in `cli/commands.rs`.
 
+#[path = "cli/commands.rs"]
+mod commands;
 #[path = "cli/hostile.rs"]
 mod hostile;
 
