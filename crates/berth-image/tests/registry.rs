@@ -937,26 +937,32 @@ fn whiteouts_and_hostile_layers_from_a_registry() {
     let (s, rootfs) = env.unpack(&f).unwrap();
     assert!(!rootfs.join("etc/gone").exists() && rootfs.join("etc/kept").exists());
     s.remove("c").unwrap();
-    // A layer escaping with `..`: pulled (it is just a blob), refused when unpacked.
+    // A layer escaping with `..`: pulled (it is just a blob), refused when unpacked. A
+    // layer is unpacked in <snap>/layers/.tmp-*, so `../../canary` is <snap>/canary.
     let h = Layout::new("t");
     h.raw_layer(
         "t",
-        &tar_file(
-            h.dir.path(),
-            &[("ok", b"fine"), ("../../escaped", b"pwned")],
-        ),
+        &tar_file(h.dir.path(), &[("ok", b"fine"), ("../../canary", b"pwned")]),
     );
     reg.push(&h.path(), "t", "test/evil:1", &[]);
     let env = Env::new();
+    let canary = env.dir.path().join("snap/canary");
+    std::fs::create_dir_all(canary.parent().unwrap()).unwrap();
+    std::fs::write(&canary, "untouched").unwrap();
     let f = env.pull(&format!("{}/test/evil:1", reg.host())).0.unwrap();
-    let e = env.unpack(&f).unwrap_err();
-    assert!(
-        e.contains("../../escaped") && e.contains("climbs out"),
-        "{e}"
+    let r = env.unpack(&f);
+    assert_eq!(
+        std::fs::read_to_string(&canary).unwrap(),
+        "untouched",
+        "the escape reached the canary"
     );
+    let e = r.unwrap_err();
+    let layer = f.manifest.layers()[0].digest().to_string();
     assert!(
-        !env.dir.path().join("escaped").exists()
-            && !env.dir.path().parent().unwrap().join("escaped").exists()
+        e.ends_with(&format!(
+            "layer {layer}: entry \"../../canary\": the name climbs out of the root with `..`"
+        )),
+        "{e}"
     );
 }
 

@@ -530,12 +530,58 @@ fn import_tag_rmi_prune() {
             .count(),
         0
     );
-    // prune: a nameless image goes, a named one stays unless -a.
-    ctl.ok(&["import", tar.to_str().unwrap(), "keep"]);
-    ctl.ok(&["import", tar.to_str().unwrap()]);
-    ctl.ok(&["image", "prune"]);
-    let left = ctl.ok(&["images", "--format", "json"]);
-    assert!(left.contains("localhost/keep:latest"), "{left}");
+    // prune: a nameless image goes, a named one stays unless -a. A nameless image made
+    // for real: `moving` is imported, then other content is imported under that name,
+    // which takes the name away from the first.
+    let one_file = |file: &str, data: &[u8]| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, "m", data).unwrap();
+        let p = ctl.dir.path().join(file);
+        std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+        p
+    };
+    let (first, second) = (
+        one_file("first.tar", b"first"),
+        one_file("second.tar", b"second"),
+    );
+    let keep = ctl.ok(&["import", tar.to_str().unwrap(), "keep"]);
+    let old = ctl.ok(&["import", first.to_str().unwrap(), "moving"]);
+    let new = ctl.ok(&["import", second.to_str().unwrap(), "moving"]);
+    let (keep, old, new) = (keep.trim(), old.trim(), new.trim());
+    assert!(keep != old && old != new && keep != new);
+    let names = |ctl: &Ctl| -> Vec<(String, serde_json::Value)> {
+        let v: serde_json::Value =
+            serde_json::from_str(&ctl.ok(&["images", "--format", "json"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["Id"].as_str().unwrap().to_string(), i["Names"].clone()))
+            .collect()
+    };
+    let before = names(&ctl);
+    assert!(
+        before.contains(&(old.to_string(), serde_json::json!([]))),
+        "the first `moving` lost its name: {before:?}"
+    );
+    let pruned = ctl.ok(&["image", "prune"]);
+    assert_eq!(pruned.trim(), old, "prune removes the nameless image only");
+    let mut after = names(&ctl);
+    after.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want = vec![
+        (
+            keep.to_string(),
+            serde_json::json!(["localhost/keep:latest"]),
+        ),
+        (
+            new.to_string(),
+            serde_json::json!(["localhost/moving:latest"]),
+        ),
+    ];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(after, want);
     ctl.ok(&["image", "prune", "-a"]);
     assert_eq!(ctl.ok(&["images", "-q"]), "");
     assert_eq!(blobs(&ctl), 0);
