@@ -33,7 +33,7 @@ use crate::content::{ContentError, ContentStore};
 use crate::digest::Digest;
 use crate::fsutil::write_atomic;
 use crate::images::{ImageRecord, LayerRecord};
-use crate::unpack::{unpack_layer, UnpackError, UnpackOptions, Whiteouts};
+use crate::unpack::{unpack_layer, UnpackError, UnpackOptions, Whiteouts, DEFAULT_MAX_LAYER_SIZE};
 
 /// Errors of the snapshotter; each names the container, layer or directory.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +132,8 @@ struct Staged {
 pub struct Snapshotter {
     root: PathBuf,
     driver: Driver,
+    /// The most one layer may unpack to (see [`UnpackOptions::max_size`]).
+    max_layer_size: u64,
 }
 
 static TMP_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -145,7 +147,14 @@ impl Snapshotter {
         Ok(Snapshotter {
             root: root.to_path_buf(),
             driver: driver.unwrap_or_else(Driver::detect),
+            max_layer_size: DEFAULT_MAX_LAYER_SIZE,
         })
+    }
+
+    /// The same snapshotter, with another bound on what one layer may unpack to.
+    pub fn with_max_layer_size(mut self, bytes: u64) -> Snapshotter {
+        self.max_layer_size = bytes;
+        self
     }
 
     pub fn driver(&self) -> Driver {
@@ -286,6 +295,7 @@ impl Snapshotter {
             let opts = UnpackOptions {
                 whiteouts: Whiteouts::Overlay,
                 preserve_owner: true,
+                max_size: self.max_layer_size,
             };
             unpack_layer(
                 &layer.digest.to_string(),
@@ -374,6 +384,7 @@ impl Snapshotter {
                     let opts = UnpackOptions {
                         whiteouts: Whiteouts::Apply,
                         preserve_owner: true,
+                        max_size: self.max_layer_size,
                     };
                     unpack_layer(
                         &l.digest.to_string(),

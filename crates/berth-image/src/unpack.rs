@@ -58,12 +58,19 @@ pub enum Whiteouts {
     Apply,
 }
 
+/// The default bound on what one layer may unpack to: generous (the largest real layers are
+/// a few GiB), but a decompression bomb stops there instead of filling the disk.
+pub const DEFAULT_MAX_LAYER_SIZE: u64 = 64 << 30;
+
 /// How to unpack.
 #[derive(Debug, Clone)]
 pub struct UnpackOptions {
     pub whiteouts: Whiteouts,
     /// Give entries the owner the tar records (true as root).
     pub preserve_owner: bool,
+    /// The most bytes of file data the layer may write; an entry that would pass it is
+    /// refused before any of its data is written.
+    pub max_size: u64,
 }
 
 /// What an unpack found.
@@ -196,6 +203,7 @@ pub fn unpack_layer<R: Read>(
         added: HashSet::new(),
         opaque: Vec::new(),
         whiteouts: Vec::new(),
+        written: 0,
         parent_cache: None,
     };
     {
@@ -300,6 +308,8 @@ struct Unpacker<'a> {
     opaque: Vec<Comps>,
     /// Whiteout devices made (Overlay mode).
     whiteouts: Vec<Comps>,
+    /// Bytes of file data written so far (bounded by `opts.max_size`).
+    written: u64,
     /// The last parent directory opened, kept while no entry can have changed the tree's
     /// directories.
     parent_cache: Option<(Comps, OwnedFd)>,
@@ -467,6 +477,16 @@ impl Unpacker<'_> {
                 self.parent_cache = None;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let want = e.size();
+                if self.written.saturating_add(want) > self.opts.max_size {
+                    return Err(self.refused(
+                        &name,
+                        format!(
+                            "the layer unpacks to more than the {}-byte limit",
+                            self.opts.max_size
+                        ),
+                    ));
+                }
                 self.clear(&name, &parent, &leaf)?;
                 let fd = nix::fcntl::openat(
                     &parent,
@@ -480,9 +500,9 @@ impl Unpacker<'_> {
                 )
                 .map_err(|err| self.failed(&name, "create the file", io_of(err)))?;
                 let mut f = File::from(fd);
-                let want = e.size();
                 let got = io::copy(&mut e, &mut f)
                     .map_err(|err| self.failed(&name, "write the file", err))?;
+                self.written += got;
                 if got != want {
                     return Err(self.refused(
                         &name,

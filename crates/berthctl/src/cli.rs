@@ -32,6 +32,15 @@ pub struct Cli {
     /// the kernel has it).
     #[arg(long, global = true, env = "BERTH_STORAGE_DRIVER")]
     pub storage_driver: Option<String>,
+    /// The most one image layer may unpack to (bytes, or with a suffix k, m, g); a layer
+    /// that would unpack to more is refused (decompression bombs).
+    #[arg(
+        long,
+        global = true,
+        default_value = "64g",
+        env = "BERTH_MAX_LAYER_SIZE"
+    )]
+    pub max_layer_size: String,
     /// The registries config (docs/images.md).
     #[arg(
         long,

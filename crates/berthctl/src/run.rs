@@ -63,8 +63,13 @@ fn parse_env(a: &cli::Run) -> Result<Vec<String>> {
     Ok(env)
 }
 
-/// `64m`, `1g`, `512k`, `1024`, `100b`.
+/// `64m`, `1g`, `512k`, `1024`, `100b`, for `--memory`.
 pub fn parse_memory(s: &str) -> Result<i64> {
+    parse_size("--memory", s)
+}
+
+/// A size for `flag`: `64m`, `1g`, `512k`, `1024`, `100b`.
+pub fn parse_size(flag: &str, s: &str) -> Result<i64> {
     let t = s.trim().to_ascii_lowercase();
     let t = t
         .strip_suffix('b')
@@ -79,9 +84,9 @@ pub fn parse_memory(s: &str) -> Result<i64> {
     };
     let n: f64 = num
         .parse()
-        .map_err(|_| anyhow::anyhow!("--memory {s:?}: use a number with b, k, m or g"))?;
+        .map_err(|_| anyhow::anyhow!("{flag} {s:?}: use a number with b, k, m or g"))?;
     if !(n.is_finite() && n > 0.0) {
-        bail!("--memory {s:?}: must be above 0");
+        bail!("{flag} {s:?}: must be above 0");
     }
     Ok((n * mult as f64) as i64)
 }

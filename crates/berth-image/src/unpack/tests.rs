@@ -114,6 +114,7 @@ fn opts(w: Whiteouts) -> UnpackOptions {
     UnpackOptions {
         whiteouts: w,
         preserve_owner: true,
+        max_size: DEFAULT_MAX_LAYER_SIZE,
     }
 }
 
@@ -687,4 +688,27 @@ fn an_extension_header_claiming_gigabytes_is_refused_within_a_memory_bound() {
         assert_eq!(code, Some(0), "{kind}: the unpack died: {out}");
         assert_eq!(crate::testutil::result_line(&out), Some(want), "{kind}");
     }
+}
+
+#[test]
+fn a_layer_that_unpacks_past_the_bound_is_refused() {
+    let mut o = opts(Whiteouts::Overlay);
+    o.max_size = 10_000;
+    let d = Dest::new();
+    let tar = T::new()
+        .file("a", &[1u8; 6000])
+        .file("b", &[2u8; 6000])
+        .done();
+    let e = unpack_layer("sha256:test", &tar[..], &d.root(), &o, None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "layer sha256:test: entry \"b\": the layer unpacks to more than the 10000-byte limit"
+    );
+    assert!(!d.root().join("b").exists(), "nothing of b is written");
+    // At the bound, it unpacks.
+    o.max_size = 12_000;
+    let d = Dest::new();
+    unpack_layer("sha256:test", &tar[..], &d.root(), &o, None).unwrap();
 }

@@ -363,3 +363,23 @@ fn a_whiteout_of_a_name_absent_below_is_not_listed() {
     assert_eq!(opt, "", "no phantom in /opt");
     assert_clean(&ctl);
 }
+
+#[test]
+fn a_layer_over_the_unpacked_size_bound_is_refused() {
+    // The built-in image's one layer is about 2 MB unpacked; a 100 KiB bound refuses it.
+    let ctl = Ctl::new();
+    let e = ctl.fails(
+        &["--max-layer-size", "100k", "run", "--rm", BB, "true"],
+        125,
+    );
+    assert!(
+        e.contains("the layer unpacks to more than the 102400-byte limit")
+            && e.lines().count() == 1,
+        "{e}"
+    );
+    // The default is generous.
+    ctl.ok(&["run", "--rm", BB, "true"]);
+    let e = ctl.fails(&["--max-layer-size", "lots", "images"], 125);
+    assert!(e.contains("--max-layer-size"), "{e}");
+    assert_clean(&ctl);
+}
