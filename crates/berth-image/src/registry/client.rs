@@ -277,17 +277,25 @@ async fn status_error(mut resp: Response) -> ClientError {
 
 /// `s` on one line, at most `max` characters (an ellipsis says it was cut).
 fn one_line(s: &str, max: usize) -> String {
-    let flat: String = s
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .collect();
+    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= max {
         flat
     } else {
         let mut t: String = flat.chars().take(max).collect();
         t.push('…');
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_is_one_short_line() {
+        assert_eq!(one_line("a\n  b\tc ", 10), "a b c");
+        assert_eq!(one_line(&"x".repeat(20), 5), "xxxxx…");
+        assert_eq!(api_host("docker.io"), "registry-1.docker.io");
+        assert_eq!(api_host("127.0.0.1:5000"), "127.0.0.1:5000");
     }
 }
