@@ -324,7 +324,10 @@ fn prepare(
             readonly: false,
         });
     }
-    let spec = runconfig::runtime_config(config, opts, &user, &rootfs, &extra)?;
+    let mut spec = runconfig::runtime_config(config, opts, &user, &rootfs, &extra)?;
+    // The profile lists system calls of newer kernels too; the runtime's libseccomp refuses
+    // a profile naming one it does not know, so those are left out here.
+    runconfig::retain_known_syscalls(&mut spec, |n| libseccomp::ScmpSyscall::from_name(n).is_ok());
     let bundle = dir.join("bundle");
     fs::DirBuilder::new().mode(0o700).create(&bundle)?;
     fs::write(
