@@ -8,8 +8,10 @@
 //! content store (same file system) accepting only regular files and directories with
 //! plain relative names (no `..`, no absolute names, no links or devices); JSON documents
 //! are size-limited; every blob is stored through the content store, which checks it
-//! against its digest and size. Export writes to a temporary name beside `dest` and
-//! renames it into place, so a failure leaves nothing at `dest`.
+//! against its digest and size. Export writes to an unguessable temporary name beside
+//! `dest`, relative to a descriptor of its directory, and renames it into place without
+//! replacing anything, so a failure leaves nothing at `dest` and a link planted in that
+//! directory is never written through (see [`export`]).
 //!
 //! Names: an image's name comes from the index annotation
 //! `org.opencontainers.image.ref.name` (or `io.containerd.image.name`), or docker's
@@ -20,12 +22,17 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use oci_spec::image::MediaType;
 
 use serde_json::{json, Value};
 
 use crate::content::{ContentError, ContentStore};
 use crate::digest::{Algorithm, Digest};
+use crate::fsutil;
 use crate::platform::{self, Platform};
 use crate::FetchedImage;
 
@@ -70,7 +77,7 @@ pub struct ExportImage<'a> {
     pub manifest_digest: &'a Digest,
 }
 
-const MAX_JSON: u64 = 8 << 20;
+use crate::{MAX_CONFIG, MAX_MANIFEST};
 
 struct Ctx<'a> {
     archive: &'a str,
@@ -120,7 +127,7 @@ pub fn detect(path: &Path) -> Result<ArchiveFormat, ArchiveError> {
     }
     let f = File::open(path).map_err(cx.io("open"))?;
     let plain = crate::unpack::decompressed(f).map_err(cx.io("read"))?;
-    let mut ar = tar::Archive::new(plain);
+    let mut ar = tar::Archive::new(crate::tarbound::Bounded::new(plain));
     let (mut layout, mut index, mut manifest) = (false, false, false);
     for e in ar.entries().map_err(cx.io("read the tar"))? {
         let e = e.map_err(cx.io("read the tar"))?;
@@ -197,7 +204,7 @@ fn unpack_members(cx: &Ctx, path: &Path, stage: &Path) -> Result<Aliases, Archiv
     use std::os::unix::fs::OpenOptionsExt;
     let f = File::open(path).map_err(cx.io("open"))?;
     let plain = crate::unpack::decompressed(f).map_err(cx.io("read"))?;
-    let mut ar = tar::Archive::new(plain);
+    let mut ar = tar::Archive::new(crate::tarbound::Bounded::new(plain));
     for e in ar.entries().map_err(cx.io("read the tar"))? {
         let mut e = e.map_err(cx.io("read the tar"))?;
         let raw = e.path_bytes().into_owned();
@@ -274,16 +281,37 @@ fn resolve_dots(p: &[u8]) -> Option<Vec<u8>> {
     Some(out.join(&b'/'))
 }
 
+/// A JSON document of the archive (index.json, manifest.json), at most [`MAX_MANIFEST`]
+/// bytes, read no further than that.
 fn read_json(cx: &Ctx, path: &Path, member: &str) -> Result<Value, ArchiveError> {
     let f = File::open(path).map_err(|e| cx.member(member, e.to_string()))?;
     let mut data = Vec::new();
-    f.take(MAX_JSON + 1)
+    f.take(MAX_MANIFEST + 1)
         .read_to_end(&mut data)
         .map_err(cx.io(format!("read {member}")))?;
-    if data.len() as u64 > MAX_JSON {
-        return Err(cx.member(member, format!("larger than {MAX_JSON} bytes")));
+    if data.len() as u64 > MAX_MANIFEST {
+        return Err(cx.member(member, format!("larger than {MAX_MANIFEST} bytes")));
     }
     serde_json::from_slice(&data).map_err(|e| cx.member(member, format!("not JSON: {e}")))
+}
+
+/// The size a descriptor gives a JSON document, required and at most `limit`: checked
+/// before the blob is copied or read.
+fn document_size(
+    cx: &Ctx,
+    desc: &Value,
+    member: &str,
+    what: &str,
+    limit: u64,
+) -> Result<u64, ArchiveError> {
+    match desc["size"].as_u64() {
+        None => Err(cx.member(member, format!("{what} descriptor without a size"))),
+        Some(s) if s > limit => Err(cx.member(
+            member,
+            format!("{what} of {s} bytes, over the {limit}-byte limit"),
+        )),
+        Some(s) => Ok(s),
+    }
 }
 
 fn parse_digest(cx: &Ctx, v: &Value, member: &str) -> Result<Digest, ArchiveError> {
@@ -374,7 +402,8 @@ fn import_layout(
         let mut mt = desc["mediaType"].as_str().unwrap_or("").to_string();
         if platform::INDEX_TYPES.contains(&mt.as_str()) {
             let d = parse_digest(cx, &desc["digest"], "index.json")?;
-            copy_blob(cx, store, layout, &d, desc["size"].as_u64())?;
+            let size = document_size(cx, &desc, "index.json", "an index", MAX_MANIFEST)?;
+            copy_blob(cx, store, layout, &d, Some(size))?;
             let nested: Value = serde_json::from_slice(&store.read(&d).map_err(cx.content())?)
                 .map_err(|e| cx.member(&format!("blobs/{}", d), format!("not JSON: {e}")))?;
             desc = platform::select(&nested, plat)
@@ -389,11 +418,8 @@ fn import_layout(
             ));
         }
         let md = parse_digest(cx, &desc["digest"], "index.json")?;
-        let msize = desc["size"].as_u64();
-        if msize.is_some_and(|s| s > MAX_JSON) {
-            return Err(cx.member("index.json", "a manifest larger than 8 MiB"));
-        }
-        copy_blob(cx, store, layout, &md, msize)?;
+        let msize = document_size(cx, &desc, "index.json", "a manifest", MAX_MANIFEST)?;
+        copy_blob(cx, store, layout, &md, Some(msize))?;
         let manifest_bytes = store.read(&md).map_err(cx.content())?;
         let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| {
@@ -408,6 +434,15 @@ fn import_layout(
             .to_string()
             .parse()
             .map_err(|e| cx.member(&format!("blobs/{md}"), format!("{e}")))?;
+        if manifest.config().size() > MAX_CONFIG {
+            return Err(cx.member(
+                &format!("blobs/{md}"),
+                format!(
+                    "a config of {} bytes, over the {MAX_CONFIG}-byte limit",
+                    manifest.config().size()
+                ),
+            ));
+        }
         copy_blob(cx, store, layout, &cd, Some(manifest.config().size()))?;
         for l in manifest.layers() {
             let ld: Digest = l
@@ -480,11 +515,11 @@ fn import_docker(
         let mut cf = open_member(config_member)?;
         let mut config_bytes = Vec::new();
         (&mut cf)
-            .take(MAX_JSON + 1)
+            .take(MAX_CONFIG + 1)
             .read_to_end(&mut config_bytes)
             .map_err(cx.io(format!("read {config_member}")))?;
-        if config_bytes.len() as u64 > MAX_JSON {
-            return Err(cx.member(config_member, "larger than 8 MiB"));
+        if config_bytes.len() as u64 > MAX_CONFIG {
+            return Err(cx.member(config_member, format!("larger than {MAX_CONFIG} bytes")));
         }
         let config: Value = serde_json::from_slice(&config_bytes)
             .map_err(|err| cx.member(config_member, format!("not JSON: {err}")))?;
@@ -537,7 +572,85 @@ fn import_docker(
     Ok(out)
 }
 
+/// Makes a one-layer image from the root file system tarball at `path` (plain, gzip or
+/// zstd), as `podman import` does. The tarball is never held in memory: it is first walked
+/// as a stream (every header read, extension headers bounded, see `tarbound.rs`) while its
+/// uncompressed bytes are hashed into the layer's diffID, then copied as it is (compressed
+/// or not) into the content store. An empty archive, or one that is not a tar, is an
+/// error naming the file.
+pub fn import_rootfs(
+    store: &ContentStore,
+    path: &Path,
+    name: Option<String>,
+    config: oci_spec::image::Config,
+    architecture: &str,
+) -> Result<FetchedImage, ArchiveError> {
+    let shown = path.to_string_lossy().into_owned();
+    let cx = Ctx { archive: &shown };
+    let open = || File::open(path).map(|f| io::BufReader::with_capacity(256 << 10, f));
+    let plain =
+        crate::unpack::decompressed(open().map_err(cx.io("open"))?).map_err(cx.io("read"))?;
+    let mut hashing = crate::unpack::Hashing {
+        inner: plain,
+        hasher: Algorithm::Sha256.hasher(),
+        size: 0,
+    };
+    let not_tar = |e: io::Error| match crate::tarbound::HeaderTooLarge::find(&e) {
+        Some(t) => cx.bad(t.to_string()),
+        None => cx.bad(format!("not a tar archive: {e}")),
+    };
+    let mut entries = 0u64;
+    {
+        let mut ar = tar::Archive::new(crate::tarbound::Bounded::new(&mut hashing));
+        for e in ar.entries().map_err(not_tar)? {
+            match e {
+                Ok(_) => entries += 1,
+                // A stream that ends right after its last entry's data (as the unpacker
+                // accepts it).
+                Err(e)
+                    if entries > 0
+                        && e.kind() == io::ErrorKind::Other
+                        && e.to_string().contains("EOF") =>
+                {
+                    break
+                }
+                Err(e) => return Err(not_tar(e)),
+            }
+        }
+    }
+    if entries == 0 {
+        return Err(cx.bad("an empty archive"));
+    }
+    io::copy(&mut hashing, &mut io::sink()).map_err(cx.io("read"))?;
+    let diff_id = hashing.hasher.finish();
+    let (digest, size) = store
+        .ingest(open().map_err(cx.io("open"))?)
+        .map_err(cx.content())?;
+    let media_type = match layer_media_type(store, &digest) {
+        "application/vnd.oci.image.layer.v1.tar+gzip" => MediaType::ImageLayerGzip,
+        "application/vnd.oci.image.layer.v1.tar+zstd" => MediaType::ImageLayerZstd,
+        _ => MediaType::ImageLayer,
+    };
+    let layer = crate::build::StoredLayer {
+        digest,
+        size,
+        media_type,
+        diff_id,
+    };
+    crate::build::store_image_of(store, name, &[layer], config, architecture)
+        .map_err(|e| cx.bad(e.to_string()))
+}
+
 /// Writes `images` in `format` to `dest`, which must not exist.
+///
+/// `dest`'s directory may be writable by others (a user asks root to save into their own
+/// directory), so nothing there is trusted: the directory is opened once and everything is
+/// done relative to that descriptor; the output is first written under an unguessable
+/// temporary name made with `O_CREAT|O_EXCL|O_NOFOLLOW` (a file) or mkdirat, then opened
+/// without following a link and checked to be ours (a directory), and a directory output's
+/// tree is made with mkdirat/openat under its descriptor, never by path; the result is
+/// renamed into place without replacing anything that appeared at `dest` meanwhile
+/// (`RENAME_NOREPLACE`). So a link planted anywhere on the way is never written through.
 pub fn export(
     store: &ContentStore,
     images: &[ExportImage],
@@ -546,29 +659,55 @@ pub fn export(
 ) -> Result<(), ArchiveError> {
     let shown = dest.to_string_lossy().into_owned();
     let cx = Ctx { archive: &shown };
-    if dest.exists() {
-        return Err(cx.bad("exists already; remove it or choose another name"));
+    let exists = || cx.bad("exists already; remove it or choose another name");
+    if fs::symlink_metadata(dest).is_ok() {
+        return Err(exists());
     }
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dest.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let r = match format {
-        ArchiveFormat::OciLayout => write_layout_dir(&cx, store, images, &tmp),
-        ArchiveFormat::OciArchive => {
-            write_tar(&cx, &tmp, |b| write_layout_tar(&cx, store, images, b))
+    let (parent, name) = fsutil::split(dest).map_err(cx.io("choose the output"))?;
+    let dir = fsutil::open_dir(parent).map_err(cx.io(format!("open {}", parent.display())))?;
+    let tmp = match format {
+        ArchiveFormat::OciLayout => {
+            let (tmp_dir, tmp) = fsutil::create_temp_dir(&dir, name)
+                .map_err(cx.io("create a temporary directory"))?;
+            let r = write_layout_dir(&cx, store, images, &tmp_dir)
+                .and_then(|()| {
+                    nix::sys::stat::fchmod(
+                        &tmp_dir,
+                        nix::sys::stat::Mode::from_bits_truncate(0o755),
+                    )
+                    .map_err(|e| cx.io("set the directory's mode")(e.into()))
+                })
+                .and_then(|()| nix::unistd::fsync(&tmp_dir).map_err(|e| cx.io("sync")(e.into())));
+            (r, tmp)
         }
-        ArchiveFormat::DockerArchive => {
-            write_tar(&cx, &tmp, |b| write_docker_tar(&cx, store, images, b))
+        ArchiveFormat::OciArchive | ArchiveFormat::DockerArchive => {
+            let (file, tmp) = fsutil::create_temp_file(&dir, name, 0o644)
+                .map_err(cx.io("create a temporary file"))?;
+            let r = if format == ArchiveFormat::OciArchive {
+                write_tar(&cx, file, |b| write_layout_tar(&cx, store, images, b))
+            } else {
+                write_tar(&cx, file, |b| write_docker_tar(&cx, store, images, b))
+            };
+            (r, tmp)
         }
     };
-    let r = r.and_then(|()| fs::rename(&tmp, dest).map_err(cx.io("rename into place")));
-    if r.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
-        let _ = fs::remove_file(&tmp);
+    let (r, tmp) = tmp;
+    let r = r.and_then(|()| {
+        fsutil::rename_noreplace(&dir, &tmp, name).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                exists()
+            } else {
+                cx.io("rename into place")(e)
+            }
+        })
+    });
+    match r {
+        Ok(()) => nix::unistd::fsync(&dir).map_err(|e| cx.io("sync its directory")(e.into())),
+        Err(e) => {
+            let _ = fsutil::remove_tree(&dir, &tmp);
+            Err(e)
+        }
     }
-    r
 }
 
 /// One image's manifest bytes, the manifest parsed, and its config and layer blobs
@@ -627,29 +766,52 @@ fn write_layout_dir(
     cx: &Ctx,
     store: &ContentStore,
     images: &[ExportImage],
-    dir: &Path,
+    dir: &OwnedFd,
 ) -> Result<(), ArchiveError> {
     let (index, blobs) = index_json(cx, store, images)?;
+    let mkdir = |at: &OwnedFd, name: &str| -> Result<OwnedFd, ArchiveError> {
+        nix::sys::stat::mkdirat(at, name, nix::sys::stat::Mode::from_bits_truncate(0o755))
+            .and_then(|()| fsutil::reopen_dir(at, name))
+            .map_err(|e| cx.io(format!("create {name}/"))(e.into()))
+    };
+    let blobs_dir = mkdir(dir, "blobs")?;
+    let mut alg_dirs = Vec::new();
     for alg in ["sha256", "sha512"] {
-        fs::create_dir_all(dir.join("blobs").join(alg)).map_err(cx.io("create blobs/"))?;
+        alg_dirs.push((alg, mkdir(&blobs_dir, alg)?));
     }
-    fs::write(dir.join("oci-layout"), OCI_LAYOUT).map_err(cx.io("write oci-layout"))?;
-    fs::write(dir.join("index.json"), index).map_err(cx.io("write index.json"))?;
+    let create = |at: &OwnedFd, name: &str| -> Result<File, ArchiveError> {
+        nix::fcntl::openat(
+            at,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .map(File::from)
+        .map_err(|e| cx.io(format!("write {name}"))(e.into()))
+    };
+    create(dir, "oci-layout")?
+        .write_all(OCI_LAYOUT)
+        .map_err(cx.io("write oci-layout"))?;
+    create(dir, "index.json")?
+        .write_all(&index)
+        .map_err(cx.io("write index.json"))?;
     for d in blobs {
-        let to = dir.join("blobs").join(d.algorithm().name()).join(d.hex());
+        let Some((_, at)) = alg_dirs.iter().find(|(a, _)| *a == d.algorithm().name()) else {
+            return Err(cx.bad(format!("blob {d}: no directory for its algorithm")));
+        };
         let mut from = store.open_blob(&d).map_err(cx.content())?;
-        let mut out = File::create(&to).map_err(cx.io(format!("write blobs/{d}")))?;
+        let mut out = create(at, d.hex())?;
         io::copy(&mut from, &mut out).map_err(cx.io(format!("write blobs/{d}")))?;
+        out.sync_all().map_err(cx.io(format!("sync blobs/{d}")))?;
     }
     Ok(())
 }
 
 fn write_tar(
     cx: &Ctx,
-    tmp: &Path,
+    file: File,
     f: impl FnOnce(&mut tar::Builder<File>) -> Result<(), ArchiveError>,
 ) -> Result<(), ArchiveError> {
-    let file = File::create(tmp).map_err(cx.io("create"))?;
     let mut b = tar::Builder::new(file);
     f(&mut b)?;
     let mut file = b.into_inner().map_err(cx.io("finish the tar"))?;

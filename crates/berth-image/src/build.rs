@@ -110,6 +110,17 @@ pub enum BuildError {
     Content(#[from] ContentError),
 }
 
+/// A layer blob already in the content store.
+#[derive(Debug, Clone)]
+pub struct StoredLayer {
+    pub digest: Digest,
+    pub size: u64,
+    /// Its OCI media type (tar, tar+gzip, tar+zstd).
+    pub media_type: MediaType,
+    /// The digest of its uncompressed tar.
+    pub diff_id: Digest,
+}
+
 /// Stores `layers` (uncompressed tars, bottom first), a config made from `config`, and a
 /// manifest in `content`; returns the image as a pull would.
 pub fn store_image(
@@ -119,18 +130,39 @@ pub fn store_image(
     config: Config,
     architecture: &str,
 ) -> Result<FetchedImage, BuildError> {
+    let mut stored = Vec::new();
+    for l in layers {
+        let d = Digest::of(Algorithm::Sha256, l);
+        content.put(&d, l)?;
+        stored.push(StoredLayer {
+            digest: d.clone(),
+            size: l.len() as u64,
+            media_type: MediaType::ImageLayer,
+            diff_id: d,
+        });
+    }
+    store_image_of(content, name, &stored, config, architecture)
+}
+
+/// Stores a config made from `config` and a manifest for `layers` (in the content store
+/// already, bottom first); returns the image as a pull would.
+pub fn store_image_of(
+    content: &ContentStore,
+    name: Option<String>,
+    layers: &[StoredLayer],
+    config: Config,
+    architecture: &str,
+) -> Result<FetchedImage, BuildError> {
     let spec = |e: oci_spec::OciSpecError| BuildError::Spec(e.to_string());
     let mut diff_ids = Vec::new();
     let mut descriptors = Vec::new();
     for l in layers {
-        let d = Digest::of(Algorithm::Sha256, l);
-        content.put(&d, l)?;
-        diff_ids.push(d.to_string());
+        diff_ids.push(l.diff_id.to_string());
         descriptors.push(
             DescriptorBuilder::default()
-                .media_type(MediaType::ImageLayer)
-                .digest(oci_digest(&d)?)
-                .size(l.len() as u64)
+                .media_type(l.media_type.clone())
+                .digest(oci_digest(&l.digest)?)
+                .size(l.size)
                 .build()
                 .map_err(spec)?,
         );

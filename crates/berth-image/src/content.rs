@@ -42,6 +42,13 @@ pub enum ContentError {
     },
     #[error("blob {digest}: more than the {size} bytes its descriptor says")]
     TooLarge { digest: Digest, size: u64 },
+    /// A blob read into memory as a JSON document that is larger than any should be.
+    #[error("blob {digest} is {size} bytes, over the {limit}-byte limit for a manifest or config")]
+    DocumentTooLarge {
+        digest: Digest,
+        size: u64,
+        limit: u64,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, ContentError>;
@@ -102,10 +109,25 @@ impl ContentStore {
         })
     }
 
-    /// The whole blob in memory (manifests and configs; stream layers with [`Self::open_blob`]).
+    /// The whole blob in memory, for manifests, indexes and configs: at most
+    /// [`crate::MAX_CONFIG`] bytes, the largest of them (stream layers with
+    /// [`Self::open_blob`]).
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>> {
+        let limit = crate::MAX_CONFIG;
+        let f = self.open_blob(d)?;
+        let size = f
+            .metadata()
+            .map_err(io_err(format!("stat blob {d}")))?
+            .len();
+        if size > limit {
+            return Err(ContentError::DocumentTooLarge {
+                digest: d.clone(),
+                size,
+                limit,
+            });
+        }
         let mut data = Vec::new();
-        self.open_blob(d)?
+        f.take(limit)
             .read_to_end(&mut data)
             .map_err(io_err(format!("read blob {d}")))?;
         Ok(data)

@@ -222,17 +222,21 @@ impl Copier<'_> {
                 return Ok(());
             }
         }
-        let input = openat(
+        // O_PATH opens nothing; only the regular file stat saw is then opened for reading,
+        // so an entry swapped for a fifo or device node is never opened by the host.
+        let path_fd = openat(
             src,
             name,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| self.fail(at, "open", e.desc()))?;
-        let now = fstat(&input).map_err(|e| self.fail(at, "stat", e.desc()))?;
+        let now = fstat(&path_fd).map_err(|e| self.fail(at, "stat", e.desc()))?;
         if now.st_ino != st.st_ino || now.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
             return Err(self.fail(at, "open", "the entry changed while it was copied"));
         }
+        let input =
+            crate::fsutil::reopen_regular(&path_fd).map_err(|e| self.fail(at, "open", e))?;
         let output = openat(
             dst,
             name,
@@ -240,7 +244,7 @@ impl Copier<'_> {
             Mode::from_bits_truncate(0o600),
         )
         .map_err(|e| self.fail(at, "create the copy", e.desc()))?;
-        let (mut input, mut output) = (File::from(input), File::from(output));
+        let (mut input, mut output) = (input, File::from(output));
         // std's copy uses copy_file_range (a reflink where the file system can) and falls
         // back to read/write.
         let n = io::copy(&mut input, &mut output).map_err(|e| self.fail(at, "copy", e))?;

@@ -11,7 +11,7 @@
 //! from its first blob until its record is written ([`ImageStore::hold_for_write`]), so a
 //! prune never deletes blobs that an image is about to reference.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -107,11 +107,13 @@ impl ImageRecord {
 struct Db {
     version: u32,
     images: Vec<ImageRecord>,
+    /// Bytes of each layer's uncompressed tar, by diffID, once known (from an unpack, or
+    /// counted for `images`): what podman shows as an image's size.
+    #[serde(default)]
+    layer_sizes: BTreeMap<Digest, u64>,
 }
 
 const DB_VERSION: u32 = 1;
-/// Manifests and configs are small; anything bigger is not one.
-const MAX_JSON: usize = 8 << 20;
 
 /// The metadata store under one root.
 #[derive(Debug, Clone)]
@@ -303,8 +305,71 @@ impl ImageStore {
                 .iter()
                 .position(|i| &i.id == id)
                 .ok_or_else(|| ImageError::NotFound(id.to_string()))?;
-            Ok(db.images.remove(pos))
+            let gone = db.images.remove(pos);
+            let live: BTreeSet<&Digest> = db
+                .images
+                .iter()
+                .flat_map(|i| i.layers.iter().map(|l| &l.diff_id))
+                .collect();
+            db.layer_sizes.retain(|d, _| live.contains(d));
+            Ok(gone)
         })
+    }
+
+    /// Records the uncompressed sizes of layers, by diffID (an unpack learns them).
+    pub fn record_layer_sizes(&self, sizes: &[(Digest, u64)]) -> Result<()> {
+        if sizes.is_empty() {
+            return Ok(());
+        }
+        self.update(|db| {
+            db.layer_sizes.extend(sizes.iter().cloned());
+            Ok(())
+        })
+    }
+
+    /// Each image's unpacked size: the bytes of its layers' uncompressed tars, what podman
+    /// shows as SIZE. Sizes not known yet are counted by decompressing the layer blob (a
+    /// stream, nothing held) and recorded.
+    pub fn unpacked_sizes(
+        &self,
+        content: &ContentStore,
+        images: &[ImageRecord],
+    ) -> Result<Vec<u64>> {
+        let known = {
+            let _lock = self.flock("images.lock", FlockArg::LockShared)?;
+            self.load()?.layer_sizes
+        };
+        let mut found = BTreeMap::new();
+        for l in images.iter().flat_map(|i| &i.layers) {
+            if known.contains_key(&l.diff_id) || found.contains_key(&l.diff_id) {
+                continue;
+            }
+            let blob = content.open_blob(&l.digest)?;
+            let mut plain = crate::unpack::decompressed(io::BufReader::new(blob))
+                .map_err(io_err(format!("read layer {}", l.digest)))?;
+            let n = io::copy(&mut plain, &mut io::sink())
+                .map_err(io_err(format!("read layer {}", l.digest)))?;
+            found.insert(l.diff_id.clone(), n);
+        }
+        if !found.is_empty() {
+            let list: Vec<(Digest, u64)> = found.clone().into_iter().collect();
+            self.record_layer_sizes(&list)?;
+        }
+        Ok(images
+            .iter()
+            .map(|i| {
+                i.layers
+                    .iter()
+                    .map(|l| {
+                        known
+                            .get(&l.diff_id)
+                            .or(found.get(&l.diff_id))
+                            .copied()
+                            .unwrap_or(0)
+                    })
+                    .sum()
+            })
+            .collect())
     }
 
     /// Every blob some image references.
@@ -397,7 +462,7 @@ pub fn describe(
         .parse()
         .map_err(|e| bad(format!("config digest: {e}")))?;
     let raw = content.read(&config_digest)?;
-    if raw.len() > MAX_JSON {
+    if raw.len() as u64 > crate::MAX_CONFIG {
         return Err(bad(format!(
             "config is {} bytes, over the limit",
             raw.len()

@@ -16,9 +16,17 @@ pub mod platform;
 pub mod registry;
 pub mod runconfig;
 pub mod snapshot;
+pub mod tarbound;
+#[cfg(test)]
+mod testutil;
 pub mod unpack;
 
 pub use content::{ContentStore, Writer};
+
+/// The most a manifest or an index may hold, from a registry or an archive.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+/// The most an image config may hold.
+pub const MAX_CONFIG: u64 = 8 << 20;
 pub use digest::{Algorithm, Digest};
 pub use images::{ImageRecord, ImageStore};
 

@@ -1,14 +1,21 @@
 //! Resolving an image's `User` (`name`, `uid`, `name:group`, `uid:gid`) against the image's
-//! own /etc/passwd and /etc/group. The files come from the image, which is hostile: they are
-//! opened with openat2(RESOLVE_IN_ROOT), so a link in the image cannot point the read at a
-//! host file, and they are read only up to a size limit.
+//! own /etc/passwd and /etc/group. The files come from the image, which is hostile, and are
+//! read by the host (as root) from the container's root file system:
+//! - they are found with openat2(RESOLVE_IN_ROOT), so a link in the image cannot point the
+//!   read at a host file;
+//! - they are found with `O_PATH`, which opens nothing: a fifo or a device node shipped as
+//!   /etc/passwd is seen for what it is (fstat) and refused without being opened. A host
+//!   open of a device node from an image would reach a host driver (the container's rootfs
+//!   is not mounted `nodev`: the container may need its image's nodes), and a fifo could
+//!   block. Only a regular file is then opened for reading, through `/proc/self/fd` (the same
+//!   inode, checked);
+//! - they are read only up to [`MAX_FILE`] bytes.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{fstat, Mode, SFlag};
 
 /// The user and groups a container process runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,16 +41,65 @@ pub enum UserError {
         #[source]
         source: io::Error,
     },
+    /// A fifo, device, socket or directory where a regular file belongs; never opened.
+    #[error("user {user:?}: the image's {file} is {kind}, not a regular file")]
+    NotRegular {
+        user: String,
+        file: &'static str,
+        kind: &'static str,
+    },
+    #[error("user {user:?}: the image's {file} is larger than {limit} bytes")]
+    TooLarge {
+        user: String,
+        file: &'static str,
+        limit: u64,
+    },
 }
 
 /// Larger account files than this are not believed.
-const MAX_FILE: u64 = 4 << 20;
+pub const MAX_FILE: u64 = 4 << 20;
+
+/// Why [`read_in_root`] read nothing.
+enum ReadError {
+    Io(io::Error),
+    NotRegular(&'static str),
+    TooLarge,
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+impl From<nix::errno::Errno> for ReadError {
+    fn from(e: nix::errno::Errno) -> Self {
+        ReadError::Io(e.into())
+    }
+}
+
+/// What a file type is called in messages.
+fn kind_of(mode: u32) -> &'static str {
+    match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFIFO => "a fifo",
+        SFlag::S_IFCHR => "a character device",
+        SFlag::S_IFBLK => "a block device",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFLNK => "a symbolic link",
+        _ => "not a regular file",
+    }
+}
 
 /// Reads `file` (an absolute path inside the image) from `rootfs`, or `None` if absent.
-fn read_in_root(rootfs: &Path, file: &str) -> io::Result<Option<String>> {
-    let root = File::open(rootfs)?;
+fn read_in_root(rootfs: &Path, file: &str) -> Result<Option<String>, ReadError> {
+    let root = nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .mode(Mode::empty())
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let fd = match openat2(&root, file, how) {
@@ -51,13 +107,23 @@ fn read_in_root(rootfs: &Path, file: &str) -> io::Result<Option<String>> {
         Err(nix::errno::Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let f = File::from(fd);
-    if !f.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
+    let st = fstat(&fd)?;
+    if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+        return Err(ReadError::NotRegular(kind_of(st.st_mode)));
     }
-    let mut s = String::new();
-    f.take(MAX_FILE).read_to_string(&mut s)?;
-    Ok(Some(s))
+    if st.st_size as u64 > MAX_FILE {
+        return Err(ReadError::TooLarge);
+    }
+    let mut data = Vec::new();
+    crate::fsutil::reopen_regular(&fd)?
+        .take(MAX_FILE + 1)
+        .read_to_end(&mut data)?;
+    if data.len() as u64 > MAX_FILE {
+        return Err(ReadError::TooLarge);
+    }
+    String::from_utf8(data)
+        .map(Some)
+        .map_err(|_| ReadError::Io(io::Error::other("not UTF-8 text")))
 }
 
 struct PasswdEntry {
@@ -107,10 +173,15 @@ fn group_entries(data: &str) -> Vec<(String, u32, Vec<String>)> {
 /// supplementary groups are the /etc/group entries that list the user by name.
 pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser, UserError> {
     let read = |file: &'static str| {
-        read_in_root(rootfs, file).map_err(|source| UserError::Read {
-            user: spec.to_string(),
-            file,
-            source,
+        let user = spec.to_string();
+        read_in_root(rootfs, file).map_err(|e| match e {
+            ReadError::Io(source) => UserError::Read { user, file, source },
+            ReadError::NotRegular(kind) => UserError::NotRegular { user, file, kind },
+            ReadError::TooLarge => UserError::TooLarge {
+                user,
+                file,
+                limit: MAX_FILE,
+            },
         })
     };
     let (user_part, group_part) = match spec.split_once(':') {

@@ -1,35 +1,57 @@
-//! Pulling from registries (the OCI distribution spec) with `oci-client`, and what a pull
+//! Pulling from registries (the OCI distribution spec), and what a pull
 //! needs around it: image names and short-name resolution, a registries config (mirrors,
 //! insecure registries, CA certificates), and credentials in the files podman and docker
 //! use.
 //!
-//! `oci-client` speaks the protocol: manifests with an Accept list, blobs with ranges, basic
-//! auth and the bearer-token challenge. Where it falls short, this module fills in:
-//! - it has no notion of mirrors, nor of trying https before plain http for an insecure
-//!   registry: one client is made per endpoint and scheme, tried in order;
-//! - it reads a whole manifest before its size can be checked: the 4 MiB bound is applied
-//!   right after, before anything is parsed or stored;
-//! - a resumed (ranged) blob is not verified by it: the content store verifies every blob's
-//!   size and digest at commit;
-//! - it has no call that only checks credentials: `login` probes `/v2/` with `reqwest`
-//!   and follows a bearer challenge itself;
-//! - it does not retry: transient failures (5xx, lost connections) are retried here with
-//!   backoff, resuming blobs where they stopped.
+//! `client.rs` speaks the protocol, on reqwest: `GET /v2/` and its authentication
+//! challenge, manifests with an Accept list, blobs with ranges. oci-client did before; it
+//! was replaced because it reads every manifest, token response and error body whole
+//! before a caller can bound it (a registry streaming an endless body exhausted memory) and
+//! sends credentials to whatever token realm a 401 names. Around the protocol:
+//! - every body held in memory is read in chunks up to its bound (`body.rs`): manifests
+//!   4 MiB, token responses 1 MiB (`token.rs`, which also refuses a plain-http realm for an
+//!   https registry), error bodies 64 KiB (the rest is never read);
+//! - mirrors, and trying https before plain http for an insecure registry: one client per
+//!   endpoint and scheme, tried in order;
+//! - blobs are streamed into the content store, which verifies every blob's size and
+//!   digest at commit, resumed ones included;
+//! - `login` probes `/v2/` with `reqwest` and follows a bearer challenge the same way;
+//! - transient failures (5xx, lost connections) are retried with backoff, resuming blobs
+//!   where they stopped.
 
 mod auth;
+mod body;
+mod client;
 mod config;
 mod pull;
 mod reference;
+mod token;
 
 pub use auth::{AuthError, AuthStore};
 pub use config::{ConfigError, Endpoint, Mirror, RegistriesConfig, RegistryEntry};
 pub use pull::{Progress, PullError, PullOptions, Puller};
 pub use reference::{ImageName, NameError};
+pub use token::TokenError;
 
 pub use crate::platform::Platform;
 
-/// Installs rustls's ring provider once per process (oci-client and reqwest are built
-/// without a default provider).
+/// Installs rustls's ring provider once per process (reqwest is built without a default
+/// provider).
 pub(crate) fn init_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An error and its sources, on one line (a source already in the text is not repeated).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        src = s.source();
+    }
+    out
 }

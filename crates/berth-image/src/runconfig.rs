@@ -1,6 +1,7 @@
 //! From an image config and the user's options to an OCI runtime config, with the defaults
 //! podman applies: its capability set, masked and read-only paths, namespaces, a default
-//! seccomp profile, and the image's Entrypoint, Cmd, Env, User, WorkingDir and Volumes.
+//! seccomp profile (an allow list), and the image's Entrypoint, Cmd, Env, User, WorkingDir
+//! and Volumes.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,9 @@ use oci_spec::image::ImageConfiguration;
 use serde_json::{json, Value};
 
 use crate::passwd::ResolvedUser;
+
+mod seccomp;
+pub use seccomp::{default_seccomp, retain_known_syscalls, SECCOMP_ALLOW, SECCOMP_DENY};
 
 /// The capabilities a container gets by default (podman's set).
 pub const DEFAULT_CAPS: &[&str] = &[
@@ -24,76 +28,24 @@ pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_SYS_CHROOT",
 ];
 
-/// System calls the default seccomp profile refuses with EPERM. This is a deny list: the
-/// calls docker's and podman's default profiles withhold from a container that has no
-/// extra capabilities (kernel modules, kexec, mounts and new mount API, namespaces,
-/// keyrings, BPF, perf, ptrace, clock and swap control, reboot). Everything else is
-/// allowed; docs/images.md says how this differs from an allow list.
-pub const SECCOMP_DENY: &[&str] = &[
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "quotactl_fd",
-    "reboot",
-    "request_key",
-    "setns",
-    "settimeofday",
-    "swapoff",
-    "swapon",
-    "_sysctl",
-    "sysfs",
-    "umount",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vm86",
-    "vm86old",
-];
+/// The most processes a container may have unless told otherwise (podman's default).
+pub const DEFAULT_PIDS_LIMIT: i64 = 2048;
 
-/// clone(2) flags that make namespaces (NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID,
-/// NEWNET); clone with any of them is refused.
-const CLONE_NS_FLAGS: &[u64] = &[
-    0x0002_0000,
-    0x0200_0000,
-    0x0400_0000,
-    0x0800_0000,
-    0x1000_0000,
-    0x2000_0000,
-    0x4000_0000,
+/// Paths hidden from the container (podman's and docker's list). `/sys/devices/virtual/powercap`
+/// holds energy counters that leak what other workloads compute (PLATYPUS, CVE-2020-8694).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/fs/selinux",
+    "/sys/dev/block",
+    "/sys/devices/virtual/powercap",
 ];
 
 /// How the container is networked.
@@ -132,6 +84,7 @@ pub struct RunOptions {
     pub memory: Option<i64>,
     /// CPUs, as a fraction (1.5 = one and a half).
     pub cpus: Option<f64>,
+    /// The most processes; `None` for no limit.
     pub pids_limit: Option<i64>,
     /// RLIMIT_NOFILE for the process (soft = hard).
     pub nofile: u64,
@@ -208,33 +161,6 @@ pub fn process_env(
         set(kv);
     }
     env
-}
-
-/// The default seccomp profile (see [`SECCOMP_DENY`]).
-pub fn default_seccomp() -> Value {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]),
-        "aarch64" => json!(["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]),
-        _ => json!([]),
-    };
-    let mut syscalls = vec![
-        json!({"names": SECCOMP_DENY, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}),
-        // clone3 passes its flags in memory seccomp cannot read: ENOSYS makes libc fall
-        // back to clone, which the rules below check.
-        json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}),
-    ];
-    // One rule per flag (the rules of one call are OR'ed): flags & F == F refuses.
-    for f in CLONE_NS_FLAGS {
-        syscalls.push(
-            json!({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
-            "args": [{"index": 0, "value": f, "valueTwo": f, "op": "SCMP_CMP_MASKED_EQ"}]}),
-        );
-    }
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": arch,
-        "syscalls": syscalls
-    })
 }
 
 /// The runtime config for a container of `image` whose rootfs is at `rootfs` and whose
@@ -318,11 +244,7 @@ pub fn runtime_config(
     let mut linux = json!({
         "resources": resources,
         "namespaces": namespaces,
-        "maskedPaths": [
-            "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-            "/sys/firmware", "/sys/fs/selinux", "/sys/dev/block"
-        ],
+        "maskedPaths": MASKED_PATHS,
         "readonlyPaths": [
             "/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
             "/proc/sysrq-trigger"

@@ -20,6 +20,7 @@
 //! but it needs nothing from the kernel.
 
 mod overlay;
+mod whiteouts;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -32,7 +33,7 @@ use crate::content::{ContentError, ContentStore};
 use crate::digest::Digest;
 use crate::fsutil::write_atomic;
 use crate::images::{ImageRecord, LayerRecord};
-use crate::unpack::{unpack_layer, UnpackError, UnpackOptions, Whiteouts};
+use crate::unpack::{unpack_layer, UnpackError, UnpackOptions, Whiteouts, DEFAULT_MAX_LAYER_SIZE};
 
 /// Errors of the snapshotter; each names the container, layer or directory.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,17 @@ pub struct UnpackStats {
     pub unpacked: usize,
     /// Layers that were unpacked already.
     pub present: usize,
+    /// (diffID, bytes of the uncompressed tar) of each layer unpacked now.
+    pub sizes: Vec<(Digest, u64)>,
+}
+
+/// A layer unpacked into a temporary directory, to be committed.
+struct Staged {
+    tmp: PathBuf,
+    /// Bytes of the layer's uncompressed tar.
+    size: u64,
+    /// The whiteouts the unpack made (paths below `tmp`).
+    whiteouts: Vec<PathBuf>,
 }
 
 /// The snapshotter under one root.
@@ -120,6 +132,8 @@ pub struct UnpackStats {
 pub struct Snapshotter {
     root: PathBuf,
     driver: Driver,
+    /// The most one layer may unpack to (see [`UnpackOptions::max_size`]).
+    max_layer_size: u64,
 }
 
 static TMP_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -133,7 +147,14 @@ impl Snapshotter {
         Ok(Snapshotter {
             root: root.to_path_buf(),
             driver: driver.unwrap_or_else(Driver::detect),
+            max_layer_size: DEFAULT_MAX_LAYER_SIZE,
         })
+    }
+
+    /// The same snapshotter, with another bound on what one layer may unpack to.
+    pub fn with_max_layer_size(mut self, bytes: u64) -> Snapshotter {
+        self.max_layer_size = bytes;
+        self
     }
 
     pub fn driver(&self) -> Driver {
@@ -159,17 +180,16 @@ impl Snapshotter {
     }
 
     /// Unpacks the image's layers that are not unpacked yet, several at once: with overlay
-    /// whiteouts every layer is independent of the others. A no-op for the copy driver,
-    /// which unpacks per container.
+    /// whiteouts every layer is independent of the others. Then, bottom first, each is
+    /// rid of the whiteouts that hide nothing in the layers below it (`whiteouts.rs`) and
+    /// committed. A no-op for the copy driver, which unpacks per container.
     pub fn unpack(&self, content: &ContentStore, image: &ImageRecord) -> Result<UnpackStats> {
         let mut stats = UnpackStats::default();
         if self.driver == Driver::Copy {
             return Ok(stats);
         }
-        let missing: Vec<&LayerRecord> = image
-            .layers
-            .iter()
-            .filter(|l| !self.has_layer(&l.chain_id))
+        let missing: Vec<usize> = (0..image.layers.len())
+            .filter(|&i| !self.has_layer(&image.layers[i].chain_id))
             .collect();
         stats.present = image.layers.len() - missing.len();
         stats.unpacked = missing.len();
@@ -179,41 +199,88 @@ impl Snapshotter {
             .clamp(1, 8)
             .min(missing.len().max(1));
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    s.spawn(|| loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(layer) = missing.get(i) else {
-                            return Ok(());
-                        };
-                        self.unpack_one(content, layer)?;
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(SnapshotError::Io {
-                            context: "unpack worker".into(),
-                            source: io::Error::other("panicked"),
-                        })
-                    })
-                })
-                .collect()
+        let done: Vec<std::sync::Mutex<Option<Result<Staged>>>> = missing
+            .iter()
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&i) = missing.get(k) else {
+                        return;
+                    };
+                    let r = self.unpack_one(content, &image.layers[i]);
+                    if let Ok(mut slot) = done[k].lock() {
+                        *slot = Some(r);
+                    }
+                });
+            }
         });
-        for r in results {
-            r?;
+        let staged = missing.iter().zip(done).map(|(&i, slot)| {
+            let r = slot.into_inner().ok().flatten().unwrap_or_else(|| {
+                Err(SnapshotError::Io {
+                    context: "unpack worker".into(),
+                    source: io::Error::other("panicked"),
+                })
+            });
+            (i, r)
+        });
+        // Bottom first; after a failure, what is left uncommitted goes.
+        let mut result = Ok(());
+        for (i, r) in staged {
+            match r {
+                Ok(st) if result.is_ok() => {
+                    result = self.commit(image, i, &st);
+                    match result {
+                        Ok(()) => stats.sizes.push((image.layers[i].diff_id.clone(), st.size)),
+                        Err(_) => {
+                            let _ = remove_all(&st.tmp);
+                        }
+                    }
+                }
+                Ok(st) => {
+                    let _ = remove_all(&st.tmp);
+                }
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
+            }
         }
-        Ok(stats)
+        result.map(|()| stats)
     }
 
-    fn unpack_one(&self, content: &ContentStore, layer: &LayerRecord) -> Result<()> {
+    /// Drops the whiteouts of layer `i` of `image` (staged) that hide nothing below it, and
+    /// commits it under its chain ID. The layers below are committed: they were before, or
+    /// this loop committed them first.
+    fn commit(&self, image: &ImageRecord, i: usize, st: &Staged) -> Result<()> {
+        let layer = &image.layers[i];
         let dest = self.layer_dir(&layer.chain_id);
-        if dest.is_dir() {
-            return Ok(());
+        if !st.whiteouts.is_empty() {
+            let lowers: Vec<PathBuf> = image.layers[..i]
+                .iter()
+                .rev()
+                .map(|l| self.layer_dir(&l.chain_id))
+                .collect();
+            whiteouts::drop_unneeded(&st.tmp, &st.whiteouts, &lowers).map_err(|source| {
+                SnapshotError::Io {
+                    context: format!("layer {}: drop whiteouts that hide nothing", layer.digest),
+                    source,
+                }
+            })?;
         }
+        match fs::rename(&st.tmp, &dest) {
+            Ok(()) => Ok(()),
+            // Another unpack of the same layer won the race: keep its copy.
+            Err(_) if dest.is_dir() => remove_all(&st.tmp),
+            Err(e) => Err(io_err(format!("commit {}", dest.display()))(e)),
+        }
+    }
+
+    /// Unpacks one layer into a fresh temporary directory, not committed yet.
+    fn unpack_one(&self, content: &ContentStore, layer: &LayerRecord) -> Result<Staged> {
         let tmp = self.root.join("layers").join(format!(
             ".tmp-{}-{}",
             std::process::id(),
@@ -228,6 +295,7 @@ impl Snapshotter {
             let opts = UnpackOptions {
                 whiteouts: Whiteouts::Overlay,
                 preserve_owner: true,
+                max_size: self.max_layer_size,
             };
             unpack_layer(
                 &layer.digest.to_string(),
@@ -239,18 +307,19 @@ impl Snapshotter {
             .map_err(|source| SnapshotError::Unpack {
                 layer: layer.digest.clone(),
                 source,
-            })?;
-            match fs::rename(&tmp, &dest) {
-                Ok(()) => Ok(()),
-                // Another unpack of the same layer won the race: keep its copy.
-                Err(_) if dest.is_dir() => remove_all(&tmp),
-                Err(e) => Err(io_err(format!("commit {}", dest.display()))(e)),
-            }
+            })
         })();
-        if result.is_err() {
-            let _ = remove_all(&tmp);
+        match result {
+            Ok(u) => Ok(Staged {
+                tmp,
+                size: u.size,
+                whiteouts: u.whiteouts,
+            }),
+            Err(e) => {
+                let _ = remove_all(&tmp);
+                Err(e)
+            }
         }
-        result
     }
 
     /// Makes container `id`'s root file system from `image` and mounts it; returns the
@@ -315,6 +384,7 @@ impl Snapshotter {
                     let opts = UnpackOptions {
                         whiteouts: Whiteouts::Apply,
                         preserve_owner: true,
+                        max_size: self.max_layer_size,
                     };
                     unpack_layer(
                         &l.digest.to_string(),

@@ -16,6 +16,9 @@
 //! `trusted.overlay.opaque` xattr) or applied (the named path, or an opaque directory's
 //! content from earlier layers, is removed), see [`Whiteouts`].
 //!
+//! GNU long names and link targets are bounded at 64 KiB and PAX records at 1 MiB before the
+//! tar crate reads them into memory (`tarbound.rs`).
+//!
 //! Extended attributes from PAX records: `security.capability`, `user.*` and `trusted.*` are
 //! set (`trusted.overlay.*` never: those would steer overlayfs itself); others, such as
 //! SELinux labels, are dropped. Symlinks get no xattrs.
@@ -37,10 +40,11 @@ use nix::sys::stat::{
     fchmod, futimens, makedev, mkdirat, mknodat, utimensat, Mode, SFlag, UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
 
 use crate::digest::{Algorithm, Digest, Hasher};
-use crate::fsutil::{list_dir, reopen_dir, set_xattr, xattr_kept};
+use crate::fsutil::{list_dir, remove_tree, reopen_dir, set_xattr, xattr_kept};
+use crate::tarbound::{Bounded, HeaderTooLarge};
 
 /// What to do with whiteout entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +58,19 @@ pub enum Whiteouts {
     Apply,
 }
 
+/// The default bound on what one layer may unpack to: generous (the largest real layers are
+/// a few GiB), but a decompression bomb stops there instead of filling the disk.
+pub const DEFAULT_MAX_LAYER_SIZE: u64 = 64 << 30;
+
 /// How to unpack.
 #[derive(Debug, Clone)]
 pub struct UnpackOptions {
     pub whiteouts: Whiteouts,
     /// Give entries the owner the tar records (true as root).
     pub preserve_owner: bool,
+    /// The most bytes of file data the layer may write; an entry that would pass it is
+    /// refused before any of its data is written.
+    pub max_size: u64,
 }
 
 /// What an unpack found.
@@ -69,6 +80,9 @@ pub struct Unpacked {
     pub diff_id: Digest,
     /// Bytes of the uncompressed stream.
     pub size: u64,
+    /// The whiteouts made ([`Whiteouts::Overlay`]), as normalised paths below the
+    /// destination (a later entry of the layer may have replaced one).
+    pub whiteouts: Vec<PathBuf>,
 }
 
 /// Why a layer could not be applied; each names the layer and, where there is one, the entry.
@@ -101,6 +115,15 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
+    /// A GNU long name or link target, or PAX records, claiming more than their bound;
+    /// refused before they are read.
+    #[error("layer {layer}: {what} of {size} bytes, over the {limit}-byte limit")]
+    HeaderTooLarge {
+        layer: String,
+        what: &'static str,
+        size: u64,
+        limit: u64,
+    },
     #[error("layer {layer}: the uncompressed data hashes to {actual}, the image says {expected}")]
     DiffIdMismatch {
         layer: String,
@@ -127,10 +150,10 @@ pub fn decompressed<'a, R: Read + 'a>(reader: R) -> io::Result<Box<dyn Read + 'a
 }
 
 /// Hashes and counts what passes through.
-struct Hashing<R> {
-    inner: R,
-    hasher: Hasher,
-    size: u64,
+pub(crate) struct Hashing<R> {
+    pub(crate) inner: R,
+    pub(crate) hasher: Hasher,
+    pub(crate) size: u64,
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -179,15 +202,21 @@ pub fn unpack_layer<R: Read>(
         dirs: Vec::new(),
         added: HashSet::new(),
         opaque: Vec::new(),
+        whiteouts: Vec::new(),
+        written: 0,
         parent_cache: None,
     };
     {
-        let mut archive = tar::Archive::new(&mut hashing);
+        // Extension headers (long names, PAX) are bounded before the tar crate buffers them.
+        let mut archive = tar::Archive::new(Bounded::new(&mut hashing));
         archive.set_ignore_zeros(false);
         let entries = archive.entries().map_err(stream)?;
         for entry in entries {
             let entry = match entry {
                 Ok(e) => e,
+                Err(e) if HeaderTooLarge::find(&e).is_some() => {
+                    return Err(header_too_large(layer, &e));
+                }
                 // Some writers (umoci among them) end the stream right after the last
                 // entry's data, without its padding or the end-of-archive blocks. Every
                 // entry before was read whole, so this is the end; a stream cut short
@@ -216,7 +245,21 @@ pub fn unpack_layer<R: Read>(
     Ok(Unpacked {
         diff_id: actual,
         size: hashing.size,
+        whiteouts: u.whiteouts.iter().map(|c| join(c)).collect(),
     })
+}
+
+/// The error for a read that [`Bounded`] refused.
+fn header_too_large(layer: &str, e: &io::Error) -> UnpackError {
+    let (what, size, limit) = HeaderTooLarge::find(e)
+        .map(|t| (t.what, t.size, t.limit))
+        .unwrap_or(("an extension header", 0, 0));
+    UnpackError::HeaderTooLarge {
+        layer: layer.to_string(),
+        what,
+        size,
+        limit,
+    }
 }
 
 /// A normalised entry path: its components below the root (empty for the root itself).
@@ -263,6 +306,10 @@ struct Unpacker<'a> {
     added: HashSet<Comps>,
     /// Directories this layer marks opaque (Apply mode: emptied of older content at the end).
     opaque: Vec<Comps>,
+    /// Whiteout devices made (Overlay mode).
+    whiteouts: Vec<Comps>,
+    /// Bytes of file data written so far (bounded by `opts.max_size`).
+    written: u64,
     /// The last parent directory opened, kept while no entry can have changed the tree's
     /// directories.
     parent_cache: Option<(Comps, OwnedFd)>,
@@ -430,6 +477,16 @@ impl Unpacker<'_> {
                 self.parent_cache = None;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let want = e.size();
+                if self.written.saturating_add(want) > self.opts.max_size {
+                    return Err(self.refused(
+                        &name,
+                        format!(
+                            "the layer unpacks to more than the {}-byte limit",
+                            self.opts.max_size
+                        ),
+                    ));
+                }
                 self.clear(&name, &parent, &leaf)?;
                 let fd = nix::fcntl::openat(
                     &parent,
@@ -443,9 +500,9 @@ impl Unpacker<'_> {
                 )
                 .map_err(|err| self.failed(&name, "create the file", io_of(err)))?;
                 let mut f = File::from(fd);
-                let want = e.size();
                 let got = io::copy(&mut e, &mut f)
                     .map_err(|err| self.failed(&name, "write the file", err))?;
+                self.written += got;
                 if got != want {
                     return Err(self.refused(
                         &name,
@@ -677,6 +734,7 @@ impl Unpacker<'_> {
                     makedev(0, 0),
                 )
                 .map_err(|err| self.failed(name, "make the whiteout", io_of(err)))?;
+                self.whiteouts.push(target.clone());
                 self.added.insert(target);
             }
             Whiteouts::Apply => {
@@ -777,25 +835,6 @@ fn stat_at(parent: &OwnedFd, leaf: &OsStr) -> Option<u32> {
     nix::sys::stat::fstatat(parent, leaf, AtFlags::AT_SYMLINK_NOFOLLOW)
         .ok()
         .map(|s| s.st_mode)
-}
-
-/// Removes parent/leaf and, for a directory, everything in it; links are removed, never
-/// followed.
-fn remove_tree(parent: &OwnedFd, leaf: &OsStr) -> nix::Result<()> {
-    match unlinkat(parent, leaf, UnlinkatFlags::NoRemoveDir) {
-        Ok(()) => return Ok(()),
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
-        Err(e) => return Err(e),
-    }
-    let dir = reopen_dir(parent, leaf)?;
-    for child in list_dir(&dir)? {
-        remove_tree(&dir, &child)?;
-    }
-    match unlinkat(parent, leaf, UnlinkatFlags::RemoveDir) {
-        Ok(()) | Err(Errno::ENOENT) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 #[cfg(test)]

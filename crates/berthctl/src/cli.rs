@@ -32,6 +32,15 @@ pub struct Cli {
     /// the kernel has it).
     #[arg(long, global = true, env = "BERTH_STORAGE_DRIVER")]
     pub storage_driver: Option<String>,
+    /// The most one image layer may unpack to (bytes, or with a suffix k, m, g); a layer
+    /// that would unpack to more is refused (decompression bombs).
+    #[arg(
+        long,
+        global = true,
+        default_value = "64g",
+        env = "BERTH_MAX_LAYER_SIZE"
+    )]
+    pub max_layer_size: String,
     /// The registries config (docs/images.md).
     #[arg(
         long,
@@ -219,8 +228,8 @@ pub struct Run {
     /// CPU limit, as a number of CPUs (1.5).
     #[arg(long)]
     pub cpus: Option<f64>,
-    /// Most processes the container may have.
-    #[arg(long)]
+    /// Most processes the container may have (default 2048; 0 or -1: no limit).
+    #[arg(long, allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
     #[arg(long)]
     pub hostname: Option<String>,

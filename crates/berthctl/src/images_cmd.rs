@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use berth_image::archive::{self, ArchiveFormat, ExportImage};
-use berth_image::build::{simple_config, store_image};
+use berth_image::build::simple_config;
 use berth_image::images::ImageRecord;
 use berth_image::registry::{AuthStore, RegistriesConfig};
 
@@ -49,26 +49,31 @@ pub fn images(s: &Store, a: &cli::Images) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // What podman shows as SIZE: the layers' uncompressed bytes.
+    let sizes = s.images.unpacked_sizes(&s.content, &list)?;
     match a.format.as_str() {
         "json" => {
             let v: Vec<serde_json::Value> = list
                 .iter()
-                .map(|i| {
+                .zip(&sizes)
+                .map(|(i, size)| {
                     serde_json::json!({
                         "Id": i.id.to_string(), "Names": i.names, "Digest": i.manifest_digest.to_string(),
-                        "Size": i.size, "Created": i.created, "Os": i.os, "Architecture": i.architecture,
-                        "Layers": i.layers.len(),
+                        "Size": size, "BlobSize": i.size, "Created": i.created, "Os": i.os,
+                        "Architecture": i.architecture, "Layers": i.layers.len(),
                     })
                 })
                 .collect();
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         "table" => {
-            println!(
-                "{:<48}  {:<10}  {:<12}  {:>10}",
-                "REPOSITORY", "TAG", "IMAGE ID", "SIZE"
-            );
-            for i in &list {
+            let mut rows = vec![[
+                "REPOSITORY".to_string(),
+                "TAG".to_string(),
+                "IMAGE ID".to_string(),
+                "SIZE".to_string(),
+            ]];
+            for (i, size) in list.iter().zip(&sizes) {
                 let names = if i.names.is_empty() {
                     vec!["<none>:<none>".to_string()]
                 } else {
@@ -76,19 +81,38 @@ pub fn images(s: &Store, a: &cli::Images) -> Result<ExitCode> {
                 };
                 for n in names {
                     let (repo, tag) = split_name(&n);
-                    println!(
-                        "{:<48}  {:<10}  {:<12}  {:>10}",
-                        repo,
-                        tag,
-                        i.short_id(),
-                        human_size(i.size)
-                    );
+                    rows.push([repo, tag, i.short_id().to_string(), human_size(*size)]);
                 }
             }
+            print!("{}", columns(&rows));
         }
         f => bail!("--format {f:?}: use table or json"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rows as left-aligned columns as wide as their widest cell, two spaces apart (what
+/// podman's tabwriter gives): every value starts under its header.
+fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (k, (cell, w)) in r.iter().zip(widths).enumerate() {
+            line.push_str(cell);
+            if k + 1 < N {
+                line.push_str(&" ".repeat(w - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 pub fn inspect(s: &Store, a: &cli::Inspect) -> Result<ExitCode> {
@@ -196,27 +220,13 @@ pub fn prune(s: &Store, all: bool) -> Result<ExitCode> {
 }
 
 pub fn import(s: &Store, a: &cli::Import) -> Result<ExitCode> {
-    let f =
-        std::fs::File::open(&a.tarball).with_context(|| format!("open {}", a.tarball.display()))?;
-    let mut data = Vec::new();
-    berth_image::unpack::decompressed(std::io::BufReader::new(f))
-        .and_then(|mut r| r.read_to_end(&mut data))
-        .with_context(|| format!("read {}", a.tarball.display()))?;
-    // A quick walk of the tar, so a file that is not one is refused here.
-    let mut ar = tar::Archive::new(&data[..]);
-    let n = ar
-        .entries()
-        .and_then(|es| es.collect::<std::io::Result<Vec<_>>>().map(|v| v.len()))
-        .with_context(|| format!("{}: not a tar archive", a.tarball.display()))?;
-    if n == 0 {
-        bail!("{}: an empty archive", a.tarball.display());
-    }
     let name = a.name.as_deref().map(full_name).transpose()?;
     let _hold = s.images.hold_for_write()?;
-    let fetched = store_image(
+    // Streamed, never held in memory: walked and hashed, then copied into the store.
+    let fetched = archive::import_rootfs(
         &s.content,
+        &a.tarball,
         name,
-        &[data],
         simple_config(&["sh"]),
         berth_image::builtin::host_architecture(),
     )?;

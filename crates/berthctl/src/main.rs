@@ -38,10 +38,27 @@ fn main() -> ExitCode {
     match dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("berthctl: {e:#}");
+            eprintln!("berthctl: {}", one_line(&e));
             ExitCode::from(125)
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: library errors often carry their
+/// source's text in their own message as well as in the chain.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {

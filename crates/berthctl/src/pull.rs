@@ -138,6 +138,7 @@ pub fn pull(s: &Store, name: &str, plat: Option<&str>, quiet: bool) -> Result<Im
     let record = s.images.add(&s.content, &fetched, &[])?;
     // Unpack now, so the first run of the image starts at once.
     let unpacked = s.snapshots.unpack(&s.content, &record)?;
+    s.images.record_layer_sizes(&unpacked.sizes)?;
     if !quiet && unpacked.unpacked > 0 {
         reporter.note(&format!("Unpacked {} layer(s)", unpacked.unpacked));
     }

@@ -63,8 +63,13 @@ fn parse_env(a: &cli::Run) -> Result<Vec<String>> {
     Ok(env)
 }
 
-/// `64m`, `1g`, `512k`, `1024`, `100b`.
+/// `64m`, `1g`, `512k`, `1024`, `100b`, for `--memory`.
 pub fn parse_memory(s: &str) -> Result<i64> {
+    parse_size("--memory", s)
+}
+
+/// A size for `flag`: `64m`, `1g`, `512k`, `1024`, `100b`.
+pub fn parse_size(flag: &str, s: &str) -> Result<i64> {
     let t = s.trim().to_ascii_lowercase();
     let t = t
         .strip_suffix('b')
@@ -79,11 +84,22 @@ pub fn parse_memory(s: &str) -> Result<i64> {
     };
     let n: f64 = num
         .parse()
-        .map_err(|_| anyhow::anyhow!("--memory {s:?}: use a number with b, k, m or g"))?;
+        .map_err(|_| anyhow::anyhow!("{flag} {s:?}: use a number with b, k, m or g"))?;
     if !(n.is_finite() && n > 0.0) {
-        bail!("--memory {s:?}: must be above 0");
+        bail!("{flag} {s:?}: must be above 0");
     }
     Ok((n * mult as f64) as i64)
+}
+
+/// `--pids-limit`: podman's default of 2048 when not given; 0 or -1 mean no limit, as
+/// with podman.
+fn parse_pids_limit(flag: Option<i64>) -> Result<Option<i64>> {
+    match flag {
+        None => Ok(Some(runconfig::DEFAULT_PIDS_LIMIT)),
+        Some(0 | -1) => Ok(None),
+        Some(n) if n > 0 => Ok(Some(n)),
+        Some(n) => bail!("--pids-limit {n}: use a positive number, or 0 or -1 for no limit"),
+    }
 }
 
 fn parse_volume(v: &str) -> Result<Bind> {
@@ -165,6 +181,7 @@ pub fn run(s: &Store, a: &cli::Run) -> Result<ExitCode> {
         .map(|v| parse_volume(v))
         .collect::<Result<Vec<_>>>()?;
     let memory = a.memory.as_deref().map(parse_memory).transpose()?;
+    let pids_limit = parse_pids_limit(a.pids_limit)?;
     let entrypoint = a.entrypoint.as_deref().map(parse_entrypoint).transpose()?;
     if let Some(n) = &a.name {
         if !valid_name(n) {
@@ -190,7 +207,7 @@ pub fn run(s: &Store, a: &cli::Run) -> Result<ExitCode> {
         network,
         memory,
         cpus: a.cpus,
-        pids_limit: a.pids_limit,
+        pids_limit,
         nofile: nofile_limit(),
         seccomp: !a.no_seccomp,
         cgroups_path: Some(format!("/berthctl/{id}")),
@@ -248,7 +265,8 @@ fn prepare(
     user_flag: Option<&str>,
 ) -> Result<()> {
     let dir = s.records.dir(&r.id);
-    s.snapshots.unpack(&s.content, image)?;
+    let unpacked = s.snapshots.unpack(&s.content, image)?;
+    s.images.record_layer_sizes(&unpacked.sizes)?;
     let rootfs = s.snapshots.prepare(&r.id, &s.content, image)?;
     // -u wins over the image's User.
     let user_spec = user_flag
@@ -306,7 +324,10 @@ fn prepare(
             readonly: false,
         });
     }
-    let spec = runconfig::runtime_config(config, opts, &user, &rootfs, &extra)?;
+    let mut spec = runconfig::runtime_config(config, opts, &user, &rootfs, &extra)?;
+    // The profile lists system calls of newer kernels too; the runtime's libseccomp refuses
+    // a profile naming one it does not know, so those are left out here.
+    runconfig::retain_known_syscalls(&mut spec, |n| libseccomp::ScmpSyscall::from_name(n).is_ok());
     let bundle = dir.join("bundle");
     fs::DirBuilder::new().mode(0o700).create(&bundle)?;
     fs::write(

@@ -35,7 +35,9 @@ impl Store {
         let content = ContentStore::open(&root.join("content"))
             .with_context(|| format!("open the content store under {}", root.display()))?;
         let images = ImageStore::open(&root)?;
-        let snapshots = Snapshotter::open(&root.join("snapshots"), driver)?;
+        let max_layer = crate::run::parse_size("--max-layer-size", &cli.max_layer_size)?;
+        let snapshots = Snapshotter::open(&root.join("snapshots"), driver)?
+            .with_max_layer_size(max_layer as u64);
         let records = Records::open(&root.join("containers"))?;
         Ok(Store {
             root,

@@ -1,4 +1,11 @@
 //! berthctl driven as a user drives it: real images, real containers, as root.
+//! Hostile input (images, archives, output directories) is in `cli/hostile.rs`; one test
+//! per README command not covered here is in `cli/commands.rs`.
+
+#[path = "cli/commands.rs"]
+mod commands;
+#[path = "cli/hostile.rs"]
+mod hostile;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -291,6 +298,91 @@ fn volumes_network_and_limits() {
     assert_clean(&ctl);
 }
 
+/// pids.max as the container sees it (cgroup v1 or v2).
+const PIDS_MAX: &str =
+    "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max";
+
+#[test]
+fn a_default_pids_limit_that_the_flag_overrides() {
+    let ctl = Ctl::new();
+    assert_eq!(
+        ctl.ok(&["run", "--rm", BB, "sh", "-c", PIDS_MAX]),
+        "2048\n",
+        "podman's default"
+    );
+    assert_eq!(
+        ctl.ok(&[
+            "run",
+            "--rm",
+            "--pids-limit",
+            "77",
+            BB,
+            "sh",
+            "-c",
+            PIDS_MAX
+        ]),
+        "77\n"
+    );
+    for unlimited in ["0", "-1"] {
+        assert_eq!(
+            ctl.ok(&[
+                "run",
+                "--rm",
+                "--pids-limit",
+                unlimited,
+                BB,
+                "sh",
+                "-c",
+                PIDS_MAX
+            ]),
+            "max\n",
+            "--pids-limit {unlimited} is no limit, as with podman"
+        );
+    }
+    let e = ctl.fails(&["run", "--rm", "--pids-limit", "-2", BB, "true"], 125);
+    assert!(e.contains("--pids-limit -2"), "{e}");
+    assert_clean(&ctl);
+}
+
+#[test]
+fn powercap_is_masked() {
+    let ctl = Ctl::new();
+    // The energy counters under powercap leak what other workloads do (PLATYPUS): docker
+    // and podman mask the directory. Seen from inside where the host has it ...
+    let inside = ctl.ok(&[
+        "run",
+        "--rm",
+        BB,
+        "sh",
+        "-c",
+        "d=/sys/devices/virtual/powercap; if [ -e $d ]; then ls -A $d | wc -l; \
+         grep -c \" $d \" /proc/self/mountinfo; else echo absent; fi",
+    ]);
+    if Path::new("/sys/devices/virtual/powercap").exists() {
+        assert_eq!(inside, "0\n1\n", "an empty mount over it");
+    } else {
+        assert_eq!(inside, "absent\n");
+    }
+    // ... and in what the runtime is told, which this host (without powercap) cannot show
+    // from inside.
+    let id = ctl.ok(&["run", "-d", BB, "true"]).trim().to_string();
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            ctl.root()
+                .join(format!("containers/{id}/bundle/config.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let masked = config["linux"]["maskedPaths"].as_array().unwrap();
+    assert!(
+        masked.contains(&serde_json::json!("/sys/devices/virtual/powercap")),
+        "{masked:?}"
+    );
+    ctl.ok(&["rm", "-f", &id]);
+    assert_clean(&ctl);
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
@@ -438,12 +530,58 @@ fn import_tag_rmi_prune() {
             .count(),
         0
     );
-    // prune: a nameless image goes, a named one stays unless -a.
-    ctl.ok(&["import", tar.to_str().unwrap(), "keep"]);
-    ctl.ok(&["import", tar.to_str().unwrap()]);
-    ctl.ok(&["image", "prune"]);
-    let left = ctl.ok(&["images", "--format", "json"]);
-    assert!(left.contains("localhost/keep:latest"), "{left}");
+    // prune: a nameless image goes, a named one stays unless -a. A nameless image made
+    // for real: `moving` is imported, then other content is imported under that name,
+    // which takes the name away from the first.
+    let one_file = |file: &str, data: &[u8]| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, "m", data).unwrap();
+        let p = ctl.dir.path().join(file);
+        std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+        p
+    };
+    let (first, second) = (
+        one_file("first.tar", b"first"),
+        one_file("second.tar", b"second"),
+    );
+    let keep = ctl.ok(&["import", tar.to_str().unwrap(), "keep"]);
+    let old = ctl.ok(&["import", first.to_str().unwrap(), "moving"]);
+    let new = ctl.ok(&["import", second.to_str().unwrap(), "moving"]);
+    let (keep, old, new) = (keep.trim(), old.trim(), new.trim());
+    assert!(keep != old && old != new && keep != new);
+    let names = |ctl: &Ctl| -> Vec<(String, serde_json::Value)> {
+        let v: serde_json::Value =
+            serde_json::from_str(&ctl.ok(&["images", "--format", "json"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["Id"].as_str().unwrap().to_string(), i["Names"].clone()))
+            .collect()
+    };
+    let before = names(&ctl);
+    assert!(
+        before.contains(&(old.to_string(), serde_json::json!([]))),
+        "the first `moving` lost its name: {before:?}"
+    );
+    let pruned = ctl.ok(&["image", "prune"]);
+    assert_eq!(pruned.trim(), old, "prune removes the nameless image only");
+    let mut after = names(&ctl);
+    after.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want = vec![
+        (
+            keep.to_string(),
+            serde_json::json!(["localhost/keep:latest"]),
+        ),
+        (
+            new.to_string(),
+            serde_json::json!(["localhost/moving:latest"]),
+        ),
+    ];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(after, want);
     ctl.ok(&["image", "prune", "-a"]);
     assert_eq!(ctl.ok(&["images", "-q"]), "");
     assert_eq!(blobs(&ctl), 0);

@@ -112,3 +112,125 @@ fn login_pull_run_logout() {
         "a progress bar, not plain lines: {tty:?}"
     );
 }
+
+/// Pushes a two-platform index as `repo_tag`: linux/amd64 is busybox with /marker "amd64",
+/// linux/arm64 holds only /marker "arm64".
+fn push_two_platforms(reg: &Registry, repo_tag: &str) {
+    let l = busybox_layout("amd64");
+    let p = l.path();
+    let umoci = |args: &[&str]| {
+        let o = Command::new("umoci").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "umoci {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    umoci(&["new", "--image", &format!("{}:arm", p.display())]);
+    let tree = l.dir.path().join("armtree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("marker"), "arm64").unwrap();
+    umoci(&[
+        "insert",
+        "--image",
+        &format!("{}:arm", p.display()),
+        tree.to_str().unwrap(),
+        "/",
+    ]);
+    umoci(&[
+        "config",
+        "--image",
+        &format!("{}:arm", p.display()),
+        "--architecture",
+        "arm64",
+    ]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("index.json")).unwrap()).unwrap();
+    let find = |tag: &str| {
+        let mut m = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap()
+            .clone();
+        m.as_object_mut().unwrap().remove("annotations");
+        m
+    };
+    let (mut amd, mut arm) = (find("t"), find("arm"));
+    amd["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
+    arm["platform"] = serde_json::json!({"os": "linux", "architecture": "arm64"});
+    let nested = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [amd, arm]
+    }))
+    .unwrap();
+    let nd = berth_image::Digest::of(berth_image::Algorithm::Sha256, &nested);
+    std::fs::write(p.join("blobs/sha256").join(nd.hex()), &nested).unwrap();
+    let mut top = index.clone();
+    top["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": nd.to_string(),
+            "size": nested.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"}
+        }));
+    std::fs::write(p.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    reg.push(&p, "multi", repo_tag, &["--all"]);
+}
+
+#[test]
+fn login_with_password_stdin_then_pull_by_platform() {
+    if support::skip() {
+        return;
+    }
+    let reg = Registry::start(Mode::Basic);
+    push_two_platforms(&reg, "test/multi:1");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("run")).unwrap();
+    let d = dir.path();
+    // The password from standard input (its newline dropped), as `podman login` reads it.
+    let mut login = Command::new(env!("CARGO_BIN_EXE_berthctl"))
+        .arg("--root")
+        .arg(d.join("root"))
+        .args(["login", "-u", USER, "--password-stdin", &reg.host()])
+        .env("REGISTRY_AUTH_FILE", d.join("auth.json"))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = login.stdin.take().unwrap();
+        writeln!(stdin, "{PASSWORD}").unwrap();
+    }
+    let o = login.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.starts_with("Login Succeeded"), "{err}");
+    let image = format!("{}/test/multi:1", reg.host());
+    // --platform picks the arm64 manifest of the index.
+    let o = ctl(d, &["pull", "-q", "--platform", "linux/arm64", &image]);
+    assert!(o.status.success());
+    let v: serde_json::Value =
+        serde_json::from_slice(&ctl(d, &["inspect", &image]).stdout).unwrap();
+    assert_eq!(v["Image"]["architecture"], "arm64");
+    assert_eq!(v["Config"]["architecture"], "arm64");
+    // Without it, the host's platform (this test runs on amd64): a busybox that runs.
+    assert!(ctl(d, &["rmi", &image]).status.success());
+    if std::env::consts::ARCH == "x86_64" {
+        assert!(ctl(d, &["pull", "-q", &image]).status.success());
+        let o = ctl(d, &["run", "--rm", &image, "cat", "/marker"]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "amd64");
+    }
+    let e = ctl(d, &["pull", "--platform", "linux/s390x", &image]);
+    assert_eq!(e.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&e.stderr).contains("no manifest for linux/s390x"),
+        "{}",
+        String::from_utf8_lossy(&e.stderr)
+    );
+}

@@ -280,3 +280,78 @@ fn names() {
     );
     assert_eq!(normalise_name("latest"), None);
 }
+
+/// What a local user who can write the output's directory plants before `export` runs:
+/// at the temporary name export used to pick (`.NAME.tmp-PID`), a link to a canary file,
+/// or (for a directory output) a directory of links to canaries.
+#[test]
+fn export_never_writes_through_links_planted_in_the_output_directory() {
+    use std::os::unix::fs::symlink;
+    let (_d, s) = store();
+    let img = image(&s, "localhost/planted:1");
+    let export_one = |fmt, dest: &Path| {
+        export(
+            &s,
+            &[ExportImage {
+                name: Some("localhost/planted:1"),
+                manifest_digest: &img.manifest_digest,
+            }],
+            fmt,
+            dest,
+        )
+    };
+    for fmt in [
+        ArchiveFormat::OciArchive,
+        ArchiveFormat::DockerArchive,
+        ArchiveFormat::OciLayout,
+    ] {
+        // The canaries live elsewhere, owned by root; the output directory is the user's.
+        let safe = tempfile::tempdir().unwrap();
+        let canary = safe.path().join("canary");
+        fs::write(&canary, "precious").unwrap();
+        let canary_dir = safe.path().join("dir");
+        fs::create_dir(&canary_dir).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join("out");
+        let tmp = out.path().join(format!(".out.tmp-{}", std::process::id()));
+        if fmt == ArchiveFormat::OciLayout {
+            fs::create_dir(&tmp).unwrap();
+            symlink(&canary, tmp.join("oci-layout")).unwrap();
+            symlink(&canary, tmp.join("index.json")).unwrap();
+            symlink(&canary_dir, tmp.join("blobs")).unwrap();
+        } else {
+            symlink(&canary, &tmp).unwrap();
+        }
+        let r = export_one(fmt, &dest);
+        assert!(
+            fs::read(&canary).unwrap() == b"precious",
+            "{fmt:?}: the canary was written through a planted link ({r:?})"
+        );
+        assert_eq!(fs::read_dir(&canary_dir).unwrap().count(), 0, "{fmt:?}");
+        r.unwrap();
+        assert_eq!(detect(&dest).unwrap(), fmt);
+        // A link planted at the output's own name, to a file or to nothing: refused, and
+        // nothing is written through it.
+        for target in [canary.clone(), safe.path().join("absent")] {
+            let dest = out.path().join(format!("link-{fmt:?}"));
+            let _ = fs::remove_file(&dest);
+            symlink(&target, &dest).unwrap();
+            let e = export_one(fmt, &dest).unwrap_err().to_string();
+            assert!(
+                e.ends_with(": exists already; remove it or choose another name"),
+                "{e}"
+            );
+            assert!(fs::read(&canary).unwrap() == b"precious");
+            assert!(!safe.path().join("absent").exists());
+            assert_eq!(fs::read_link(&dest).unwrap(), target);
+        }
+        // Nothing of export's own is left beside the output.
+        let mut left: Vec<String> = fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".out"))
+            .collect();
+        left.retain(|n| *n != tmp.file_name().unwrap().to_string_lossy());
+        assert_eq!(left, Vec::<String>::new(), "{fmt:?}");
+    }
+}

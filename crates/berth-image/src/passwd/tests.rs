@@ -89,3 +89,79 @@ fn missing_files_mean_numeric_ids_only() {
     assert_eq!(resolve_user(d.path(), "12:34").unwrap().gid, 34);
     assert!(resolve_user(d.path(), "app").is_err());
 }
+
+/// A character-device major no driver has registered on this host: opening such a node
+/// fails with ENXIO, so an ENXIO in an error would show that the node was opened.
+fn unregistered_major() -> u64 {
+    let devices = fs::read_to_string("/proc/devices").unwrap();
+    let chars = devices.split("Block devices:").next().unwrap();
+    let used: Vec<u64> = chars
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    (60..=254).find(|m| !used.contains(m)).unwrap()
+}
+
+#[test]
+fn a_character_device_as_passwd_is_never_opened() {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let d = rootfs();
+    let p = d.path().join("etc/passwd");
+    fs::remove_file(&p).unwrap();
+    mknod(
+        &p,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o644),
+        makedev(unregistered_major(), 0),
+    )
+    .unwrap();
+    let e = resolve_user(d.path(), "app").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "user \"app\": the image's /etc/passwd is a character device, not a regular file"
+    );
+}
+
+#[test]
+fn a_fifo_as_passwd_is_never_opened() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let d = rootfs();
+    let p = d.path().join("etc/passwd");
+    fs::remove_file(&p).unwrap();
+    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    // A writer blocks in open() until someone opens the fifo for reading.
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (p2, o2) = (p.clone(), opened.clone());
+    let writer = std::thread::spawn(move || {
+        let _w = fs::OpenOptions::new().write(true).open(&p2).unwrap();
+        o2.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let e = resolve_user(d.path(), "app").unwrap_err().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let was_opened = opened.load(std::sync::atomic::Ordering::SeqCst);
+    // Let the writer go.
+    let _r = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&p)
+        .unwrap();
+    writer.join().unwrap();
+    assert!(!was_opened, "resolve_user opened the fifo");
+    assert_eq!(
+        e,
+        "user \"app\": the image's /etc/passwd is a fifo, not a regular file"
+    );
+}
+
+#[test]
+fn an_oversized_group_file_is_refused() {
+    let d = rootfs();
+    let f = fs::File::create(d.path().join("etc/group")).unwrap();
+    f.set_len(MAX_FILE + 1).unwrap();
+    let e = resolve_user(d.path(), "app").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!("user \"app\": the image's /etc/group is larger than {MAX_FILE} bytes")
+    );
+}

@@ -16,6 +16,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::config::RegistriesConfig;
+use super::token::{fetch_token, parse_challenge, Challenge};
 
 /// Why credentials could not be read, checked or written.
 #[derive(Debug, thiserror::Error)]
@@ -218,18 +219,43 @@ fn normalise_registry(r: &str) -> String {
     }
 }
 
+/// The most a credential file may hold.
+const MAX_AUTH_FILE: u64 = 4 << 20;
+
+/// A credential file, parsed; `None` when it is missing, unreadable or blank. The files may
+/// be another user's (`$HOME` under sudo): only a regular file is read (opened without
+/// blocking, so a fifo cannot hang the reader), and at most [`MAX_AUTH_FILE`] bytes of it.
 fn read(f: &Path) -> Result<Option<Value>, AuthError> {
-    let data = match fs::read(f) {
-        Ok(d) => d,
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |cause: String| AuthError::File {
+        file: f.to_path_buf(),
+        cause,
+    };
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(f)
+    {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(None),
-        Err(e) => {
-            return Err(AuthError::File {
-                file: f.to_path_buf(),
-                cause: e.to_string(),
-            })
-        }
+        Err(e) => return Err(err(e.to_string())),
     };
+    let meta = file.metadata().map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
+    }
+    if meta.len() > MAX_AUTH_FILE {
+        return Err(err(format!(
+            "{} bytes, over the {MAX_AUTH_FILE}-byte limit",
+            meta.len()
+        )));
+    }
+    let mut data = Vec::new();
+    file.take(MAX_AUTH_FILE)
+        .read_to_end(&mut data)
+        .map_err(|e| err(e.to_string()))?;
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -246,33 +272,13 @@ fn write(f: &Path, doc: &Value) -> Result<(), AuthError> {
         file: f.to_path_buf(),
         cause,
     };
-    if let Some(dir) = f.parent() {
-        use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| err(e.to_string()))?;
-    }
+    // The file's directory may be one others can write ($REGISTRY_AUTH_FILE anywhere, a
+    // user's home): it is opened (made 0700 where missing) once, and the new file is written
+    // under an unguessable name in it and renamed into place, all through its descriptor.
+    let (dir, name) = crate::fsutil::split(f).map_err(|e| err(e.to_string()))?;
+    let dir = crate::fsutil::open_or_make_dir(dir, 0o700).map_err(|e| err(e.to_string()))?;
     let data = serde_json::to_vec_pretty(doc).map_err(|e| err(e.to_string()))?;
-    crate::fsutil::write_atomic(f, &data, 0o600).map_err(|e| err(e.to_string()))
-}
-
-/// What a `WWW-Authenticate: Bearer ...` header asks for.
-fn bearer_params(h: &str) -> Option<(String, Vec<(String, String)>)> {
-    let rest = h.strip_prefix("Bearer ").or(h.strip_prefix("bearer "))?;
-    let mut realm = None;
-    let mut params = Vec::new();
-    for part in rest.split(',') {
-        let (k, v) = part.trim().split_once('=')?;
-        let v = v.trim_matches('"').to_string();
-        if k == "realm" {
-            realm = Some(v);
-        } else {
-            params.push((k.to_string(), v));
-        }
-    }
-    Some((realm?, params))
+    crate::fsutil::write_atomic_in(&dir, name, &data, 0o600).map_err(|e| err(e.to_string()))
 }
 
 /// Checks credentials the way `docker login` does: GET /v2/ with them, or, when the
@@ -328,30 +334,22 @@ async fn verify(
             .headers()
             .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let Some((realm, params)) = bearer_params(&challenge) else {
+            .and_then(parse_challenge);
+        let Some(Challenge::Bearer { realm, service, .. }) = challenge else {
             return Err(fail(
                 "the registry refused the user name or password".into(),
             ));
         };
-        let mut q: Vec<(String, String)> =
-            params.into_iter().filter(|(k, _)| k == "service").collect();
-        q.push(("account".into(), user.into()));
-        let t = client
-            .get(&realm)
-            .query(&q)
-            .basic_auth(user, Some(password))
-            .send()
-            .await
-            .map_err(|e| fail(format!("token server {realm}: {e}")))?;
-        if t.status().is_success() {
-            return Ok(());
-        }
-        return Err(fail(format!(
-            "the token server refused the user name or password (HTTP {})",
-            t.status()
-        )));
+        // The realm is checked before the credentials go there (token.rs).
+        return fetch_token(
+            &client,
+            scheme,
+            (&realm, service.as_deref(), None),
+            Some((user, password)),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| fail(e.to_string()));
     }
     Err(fail(format!("unreachable: {last}")))
 }

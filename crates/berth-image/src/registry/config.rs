@@ -39,6 +39,7 @@
 //! Unknown keys are errors.
 
 use std::fs;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -143,13 +144,28 @@ impl Default for RegistriesConfig {
     }
 }
 
-/// True for registries on this machine.
+/// True for registries on this machine: `localhost`, an IPv4 address in 127.0.0.0/8 or
+/// `[::1]`, each with or without a port. The host is parsed as an address, never matched by
+/// prefix: `127.evil.example` is a name anyone can register, not loopback.
 fn loopback(host: &str) -> bool {
-    let h = match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
+    let port_ok = |p: &str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
     };
-    h == "localhost" || h == "[::1]" || h.starts_with("127.")
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((addr, tail)) = rest.split_once(']') else {
+            return false;
+        };
+        if !(tail.is_empty() || tail.strip_prefix(':').is_some_and(port_ok)) {
+            return false;
+        }
+        return addr.parse::<Ipv6Addr>().is_ok_and(|a| a.is_loopback());
+    }
+    let h = match host.split_once(':') {
+        Some((h, p)) if port_ok(p) => h,
+        Some(_) => return false,
+        None => host,
+    };
+    h.eq_ignore_ascii_case("localhost") || h.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback())
 }
 
 impl RegistriesConfig {

@@ -6,17 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
-use oci_client::client::{
-    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
-};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 use serde_json::Value;
 
 use super::auth::{AuthError, AuthStore};
+use super::client::{Client, ClientError};
 use super::config::{ConfigError, Endpoint, RegistriesConfig};
+use super::error_chain as chain;
 use super::reference::ImageName;
+use super::token::TokenError;
 use crate::content::{ContentError, ContentStore};
 use crate::digest::{Algorithm, Digest};
 use crate::platform::{self, Platform};
@@ -107,12 +104,21 @@ pub enum PullError {
         blob: String,
         cause: String,
     },
-    /// A manifest over 4 MiB or a config over 8 MiB.
-    #[error("image {image}: {what} is {size} bytes, over the {limit}-byte limit")]
+    /// A registry reached over https whose 401 names a plain-http token realm: the
+    /// credentials would cross the network in clear, so nothing is sent there.
+    #[error("image {image}: registry {registry} names the token realm {realm}: plain http for a registry reached over https; no credentials are sent there")]
+    InsecureRealm {
+        image: String,
+        registry: String,
+        realm: String,
+    },
+    /// A manifest over 4 MiB or a config over 8 MiB; `size` when it is known (a manifest
+    /// read as it streams is refused as soon as it passes the limit).
+    #[error("image {image}: {what} is {}over the {limit}-byte limit", size.map(|s| format!("{s} bytes, ")).unwrap_or_default())]
     TooLarge {
         image: String,
         what: &'static str,
-        size: u64,
+        size: Option<u64>,
         limit: u64,
     },
     /// A manifest, config or layer media type this puller does not take.
@@ -141,8 +147,7 @@ fn whose(user: &Option<String>) -> String {
     }
 }
 
-const MAX_MANIFEST: u64 = 4 << 20;
-const MAX_CONFIG: u64 = 8 << 20;
+use crate::{MAX_CONFIG, MAX_MANIFEST};
 
 const ACCEPT: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
@@ -171,11 +176,11 @@ pub struct Puller {
     auth: AuthStore,
 }
 
-/// One endpoint with its client, reference and credentials.
+/// One endpoint, connected, with the tag or digest to fetch there.
 struct Source {
     client: Client,
-    reference: Reference,
-    auth: RegistryAuth,
+    /// The tag or digest of the image.
+    reference: String,
     /// host[:port], for messages.
     host: String,
     /// The user name sent, for messages.
@@ -221,32 +226,59 @@ impl Puller {
         }
     }
 
-    /// An oci-client client for one endpoint and scheme. oci-client picks http or https per
-    /// client, so an insecure endpoint gets two: https first, then plain http.
-    fn client(&self, e: &Endpoint, http: bool, opts: &PullOptions) -> Client {
-        let extra = self
-            .config
-            .ca_certs(&e.host)
-            .into_iter()
-            .map(|data| Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
+    /// An HTTP client for one endpoint: its CA certificates, and no certificate
+    /// verification where the endpoint is insecure.
+    fn http_client(&self, e: &Endpoint) -> Result<reqwest::Client, String> {
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .danger_accept_invalid_certs(e.insecure);
+        for pem in self.config.ca_certs(&e.host) {
+            let c = reqwest::Certificate::from_pem(&pem)
+                .map_err(|err| format!("CA certificate for {}: {err}", e.host))?;
+            b = b.add_root_certificate(c);
+        }
+        b.build().map_err(|err| chain(&err))
+    }
+
+    /// Connects to endpoint `e` over `scheme` (`GET /v2/`, then what its 401 asks for: a
+    /// bearer token from the realm it names, checked first, see `token.rs`; or basic
+    /// credentials), retrying transient failures.
+    #[allow(clippy::too_many_arguments)]
+    async fn connect(
+        &self,
+        e: &Endpoint,
+        scheme: &'static str,
+        creds: Option<&(String, String)>,
+        user: &Option<String>,
+        image: &str,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<Client, Failure> {
+        let http = self.http_client(e).map_err(|cause| {
+            Failure::Stop(PullError::Bad {
+                image: image.to_string(),
+                cause,
             })
-            .collect();
-        Client::new(ClientConfig {
-            protocol: if http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            accept_invalid_certificates: e.insecure,
-            extra_root_certificates: extra,
-            platform_resolver: None,
-            max_concurrent_download: opts.max_concurrent.max(1),
-            connect_timeout: Some(Duration::from_secs(15)),
-            read_timeout: Some(Duration::from_secs(60)),
-            ..Default::default()
-        })
+        })?;
+        let mut attempt = 0;
+        loop {
+            let r =
+                Client::connect(http.clone(), scheme, &e.host, &e.repository, creds.cloned()).await;
+            let err = match r {
+                Ok(c) => return Ok(c),
+                Err(err) => classify(err, image, &e.host, user, "registry"),
+            };
+            match err {
+                Failure::Retry(err) if attempt < opts.retries => {
+                    attempt += 1;
+                    progress.note(&format!("{err}; retrying ({attempt}/{})", opts.retries));
+                    backoff(attempt).await;
+                }
+                Failure::Retry(err) => return Err(Failure::Next(err)),
+                other => return Err(other),
+            }
+        }
     }
 
     /// Pulls `name` (short names resolved through the config's search registries, tried in
@@ -287,8 +319,8 @@ impl Puller {
         let endpoints = self.config.endpoints(name)?;
         let mut last_err = None;
         for e in &endpoints {
-            let (auth, user) = match self.auth.credentials(&e.host)? {
-                Some((u, p)) => (RegistryAuth::Basic(u.clone(), p), Some(u)),
+            let creds = match self.auth.credentials(&e.host)? {
+                Some(c) => Some(c),
                 None => {
                     if let Some(f) = self.auth.identity_token_only(&e.host) {
                         progress.note(&format!(
@@ -297,32 +329,37 @@ impl Puller {
                             e.host
                         ));
                     }
-                    (RegistryAuth::Anonymous, None)
+                    None
                 }
             };
+            let user = creds.as_ref().map(|(u, _)| u.clone());
             let reference = match (&name.digest, name.tag_or_latest()) {
-                (Some(d), _) => {
-                    Reference::with_digest(e.host.clone(), e.repository.clone(), d.to_string())
-                }
-                (None, t) => Reference::with_tag(
-                    e.host.clone(),
-                    e.repository.clone(),
-                    t.unwrap_or("latest").to_string(),
-                ),
+                (Some(d), _) => d.to_string(),
+                (None, t) => t.unwrap_or("latest").to_string(),
             };
-            let schemes: &[bool] = if e.insecure { &[false, true] } else { &[false] };
-            for (i, &http) in schemes.iter().enumerate() {
-                let src = Source {
-                    client: self.client(e, http, opts),
-                    reference: reference.clone(),
-                    auth: auth.clone(),
-                    host: e.host.clone(),
-                    user: user.clone(),
-                };
-                match self
-                    .try_source(&src, name, &image, opts, progress.clone())
+            let schemes: &[&'static str] = if e.insecure {
+                &["https", "http"]
+            } else {
+                &["https"]
+            };
+            for (i, &scheme) in schemes.iter().enumerate() {
+                let outcome = match self
+                    .connect(e, scheme, creds.as_ref(), &user, &image, opts, &*progress)
                     .await
                 {
+                    Ok(client) => {
+                        let src = Source {
+                            client,
+                            reference: reference.clone(),
+                            host: e.host.clone(),
+                            user: user.clone(),
+                        };
+                        self.try_source(&src, name, &image, opts, progress.clone())
+                            .await
+                    }
+                    Err(f) => Err(f),
+                };
+                match outcome {
                     Ok(f) => return Ok(f),
                     Err(Failure::Stop(err)) => return Err(err),
                     Err(Failure::Next(err) | Failure::Retry(err)) => {
@@ -342,13 +379,12 @@ impl Puller {
     }
 
     /// Fetches a manifest (or index) by tag or digest, retrying transient failures; at most
-    /// 4 MiB, and hashing to the digest the reference pins, if any. oci-client reads the
-    /// whole body before the size can be checked: a registry could send more, but nothing
-    /// over the limit is parsed or stored.
+    /// 4 MiB, refused as soon as the body passes that while it streams in (nothing more is
+    /// read or held), and hashing to the digest the reference pins, if any.
     async fn manifest(
         &self,
         src: &Source,
-        reference: &Reference,
+        reference: &str,
         image: &str,
         pinned: Option<&Digest>,
         opts: &PullOptions,
@@ -358,11 +394,11 @@ impl Puller {
         let bytes = loop {
             match src
                 .client
-                .pull_manifest_raw(reference, &src.auth, ACCEPT)
+                .manifest(reference, ACCEPT, MAX_MANIFEST as usize)
                 .await
             {
-                Ok((b, _)) => break b,
-                Err(e) => match classify(e, image, src, "manifest") {
+                Ok(b) => break b,
+                Err(e) => match classify(e, image, &src.host, &src.user, "manifest") {
                     Failure::Retry(err) if attempt < opts.retries => {
                         attempt += 1;
                         progress.note(&format!(
@@ -414,11 +450,7 @@ impl Puller {
                 .unwrap_or("")
                 .parse()
                 .map_err(|e| stop(format!("index entry digest: {e}")))?;
-            let by_digest = Reference::with_digest(
-                src.reference.registry().to_string(),
-                src.reference.repository().to_string(),
-                d.to_string(),
-            );
+            let by_digest = d.to_string();
             index = Some(manifest_bytes);
             (manifest_bytes, value) = self
                 .manifest(src, &by_digest, image, Some(&d), opts, &*progress)
@@ -566,9 +598,8 @@ impl Puller {
         }
     }
 
-    /// Streams the rest of a blob (from `w.offset()`) into `w`. A whole blob is verified by
-    /// oci-client as it ends; a ranged one is not (oci-client cannot), so the content store
-    /// verifies it at commit.
+    /// Streams the rest of a blob (from `w.offset()`) into `w`, never more than its
+    /// descriptor's size; the content store verifies size and digest at commit.
     async fn stream_into(
         &self,
         src: &Source,
@@ -579,35 +610,22 @@ impl Puller {
     ) -> Result<(), Failure> {
         let d = &want.digest;
         let size = want.size;
-        let digest_str = d.to_string();
         let offset = w.offset();
-        let resp = if offset > 0 {
-            src.client
-                .pull_blob_stream_partial(&src.reference, digest_str.as_str(), offset, None)
-                .await
-        } else {
-            src.client
-                .pull_blob_stream(&src.reference, digest_str.as_str())
-                .await
-                .map(BlobResponse::Full)
+        let (mut resp, partial) = src
+            .client
+            .blob(&d.to_string(), offset)
+            .await
+            .map_err(|e| classify(e, image, &src.host, &src.user, &format!("blob {d}")))?;
+        if !partial && w.offset() > 0 {
+            // The registry ignored the range and sent it all: start again.
+            w.reset().map_err(|e| {
+                Failure::Stop(PullError::Blob {
+                    image: image.to_string(),
+                    blob: d.to_string(),
+                    cause: format!("content store: {}", chain(&e)),
+                })
+            })?;
         }
-        .map_err(|e| classify(e, image, src, &format!("blob {d}")))?;
-        let mut stream = match resp {
-            BlobResponse::Partial(s) => s,
-            BlobResponse::Full(s) => {
-                if w.offset() > 0 {
-                    // The registry ignored the range and sent it all: start again.
-                    w.reset().map_err(|e| {
-                        Failure::Stop(PullError::Blob {
-                            image: image.to_string(),
-                            blob: d.to_string(),
-                            cause: format!("content store: {}", chain(&e)),
-                        })
-                    })?;
-                }
-                s
-            }
-        };
         let truncated = |got: u64| {
             Failure::Stop(PullError::Truncated {
                 image: image.to_string(),
@@ -616,26 +634,11 @@ impl Puller {
                 size,
             })
         };
-        while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
                 Err(e) => {
-                    // oci-client checks a whole blob's digest as it ends.
-                    if let Some(oci_client::errors::DigestError::VerificationError {
-                        actual, ..
-                    }) = e
-                        .get_ref()
-                        .and_then(|i| i.downcast_ref::<oci_client::errors::DigestError>())
-                    {
-                        if w.offset() < size {
-                            return Err(truncated(w.offset()));
-                        }
-                        return Err(Failure::Stop(PullError::DigestMismatch {
-                            image: image.to_string(),
-                            blob: d.to_string(),
-                            actual: actual.clone(),
-                        }));
-                    }
                     return Err(Failure::Retry(PullError::Unreachable {
                         image: image.to_string(),
                         registry: src.host.clone(),
@@ -690,7 +693,7 @@ fn wanted_blobs(
         return Err(PullError::TooLarge {
             image: image.to_string(),
             what: "the config",
-            size: manifest.config().size(),
+            size: Some(manifest.config().size()),
             limit: MAX_CONFIG,
         });
     }
@@ -728,7 +731,7 @@ fn check_manifest(image: &str, bytes: &[u8], pinned: Option<&Digest>) -> Result<
         return Err(PullError::TooLarge {
             image: image.to_string(),
             what: "the manifest",
-            size: bytes.len() as u64,
+            size: Some(bytes.len() as u64),
             limit: MAX_MANIFEST,
         });
     }
@@ -773,119 +776,115 @@ fn digest_of(image: &str, s: &str) -> Result<Digest, PullError> {
     })
 }
 
-/// An error and its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        src = s.source();
-    }
-    out
-}
-
 /// Sorts a client error into retry-here, try-elsewhere, or stop; `what` is the thing
-/// fetched ("manifest", "blob sha256:…").
-fn classify(e: OciDistributionError, image: &str, src: &Source, what: &str) -> Failure {
-    use OciDistributionError as E;
-    let registry = src.host.clone();
+/// fetched ("manifest", "blob sha256:…", "registry" for the first contact).
+fn classify(
+    e: ClientError,
+    image: &str,
+    registry: &str,
+    user: &Option<String>,
+    what: &str,
+) -> Failure {
+    let registry = registry.to_string();
     let image = image.to_string();
-    let is_blob = what.starts_with("blob");
-    let not_found = |image: String, registry: String| {
-        if is_blob {
-            Failure::Next(PullError::Blob {
-                image,
-                blob: what.trim_start_matches("blob ").to_string(),
-                cause: format!("not found in registry {registry}"),
-            })
-        } else {
-            Failure::Next(PullError::NotFound { image, registry })
-        }
+    let blob = what.strip_prefix("blob ");
+    let not_found = |image: String, registry: String| match blob {
+        Some(b) => Failure::Next(PullError::Blob {
+            image,
+            blob: b.to_string(),
+            cause: format!("not found in registry {registry}"),
+        }),
+        None => Failure::Next(PullError::NotFound { image, registry }),
     };
     let unauthorized = |image: String, registry: String, cause: String| {
         Failure::Stop(PullError::Unauthorized {
             image,
             registry,
-            user: src.user.clone(),
+            user: user.clone(),
             cause,
         })
     };
     match e {
-        E::ImageManifestNotFoundError(_) => not_found(image, registry),
-        E::RegistryError { envelope, url } => {
-            let text = envelope
-                .errors
-                .iter()
-                .map(|x| x.message.to_string())
-                .collect::<Vec<_>>()
-                .join("; ");
-            let codes = format!(
-                "{:?}",
-                envelope.errors.iter().map(|x| &x.code).collect::<Vec<_>>()
-            );
-            if ["ManifestUnknown", "NameUnknown", "NotFound", "BlobUnknown"]
-                .iter()
-                .any(|c| codes.contains(c))
+        ClientError::Connect { cause } => Failure::Next(PullError::Unreachable {
+            image,
+            registry,
+            cause,
+        }),
+        ClientError::Transport { cause } => Failure::Retry(PullError::Unreachable {
+            image,
+            registry,
+            cause,
+        }),
+        ClientError::TooLarge { limit } => Failure::Stop(PullError::TooLarge {
+            image,
+            what: if blob.is_some() {
+                "a blob"
+            } else {
+                "the manifest"
+            },
+            size: None,
+            limit: limit as u64,
+        }),
+        ClientError::Token(TokenError::InsecureRealm { realm }) => {
+            Failure::Stop(PullError::InsecureRealm {
+                image,
+                registry,
+                realm,
+            })
+        }
+        ClientError::Token(t @ TokenError::Refused { .. }) => {
+            unauthorized(image, registry, t.to_string())
+        }
+        ClientError::Token(t @ TokenError::Unreachable { .. }) => {
+            Failure::Next(PullError::Unreachable {
+                image,
+                registry,
+                cause: t.to_string(),
+            })
+        }
+        ClientError::Token(t) => Failure::Stop(PullError::Bad {
+            image,
+            cause: t.to_string(),
+        }),
+        ClientError::Status {
+            url,
+            status,
+            codes,
+            message,
+        } => {
+            let code = status.as_u16();
+            let has = |c: &[&str]| codes.iter().any(|x| c.contains(&x.as_str()));
+            let text = if message.is_empty() {
+                String::new()
+            } else {
+                format!(": {message}")
+            };
+            if code == 404
+                || has(&[
+                    "MANIFEST_UNKNOWN",
+                    "NAME_UNKNOWN",
+                    "BLOB_UNKNOWN",
+                    "NOT_FOUND",
+                ])
             {
                 not_found(image, registry)
-            } else if codes.contains("Unauthorized") || codes.contains("Denied") {
-                unauthorized(image, registry, format!("{text} ({url})"))
+            } else if code == 401 {
+                unauthorized(image, registry, format!("HTTP 401 from {url}"))
+            } else if code == 403 || has(&["UNAUTHORIZED", "DENIED"]) {
+                unauthorized(image, registry, format!("HTTP {code} from {url}{text}"))
+            } else if status.is_server_error() || code == 429 {
+                Failure::Retry(PullError::Unreachable {
+                    image,
+                    registry,
+                    cause: format!("HTTP {code} from {url}{text}"),
+                })
             } else {
                 Failure::Stop(PullError::Bad {
                     image,
-                    cause: format!("{what}: the registry answered {codes}: {text} ({url})"),
+                    cause: format!("{what}: HTTP {code} from {url}{text}"),
                 })
             }
         }
-        E::UnauthorizedError { url } => {
-            unauthorized(image, registry, format!("HTTP 401 from {url}"))
-        }
-        E::AuthenticationFailure(m) => unauthorized(image, registry, m),
-        E::ServerError { code, url, message } => match code {
-            404 => not_found(image, registry),
-            401 | 403 => unauthorized(image, registry, format!("HTTP {code} from {url}")),
-            500..=599 => Failure::Retry(PullError::Unreachable {
-                image,
-                registry,
-                cause: format!("HTTP {code} from {url}: {}", message.trim()),
-            }),
-            _ => Failure::Stop(PullError::Bad {
-                image,
-                cause: format!("{what}: HTTP {code} from {url}: {}", message.trim()),
-            }),
-        },
-        E::RequestError(r) => {
-            let connect = r.is_connect();
-            let err = PullError::Unreachable {
-                image,
-                registry,
-                cause: chain(&r),
-            };
-            // Refused, no route, TLS refused: pausing will not help; another source may.
-            if connect {
-                Failure::Next(err)
-            } else {
-                Failure::Retry(err)
-            }
-        }
-        E::IoError(io) => Failure::Retry(PullError::Unreachable {
-            image,
-            registry,
-            cause: io.to_string(),
-        }),
-        E::DigestError(d) => Failure::Stop(PullError::Blob {
-            image,
-            blob: what.to_string(),
-            cause: d.to_string(),
-        }),
-        other => Failure::Stop(PullError::Bad {
-            image,
-            cause: format!("{what}: {}", chain(&other)),
-        }),
     }
 }
 

@@ -119,10 +119,13 @@ fn the_config_carries_defaults_and_limits() {
         .as_array()
         .unwrap()
         .contains(&json!({"type": "network"})));
-    assert!(s["linux"]["seccomp"]["syscalls"][0]["names"]
+    assert!(s["linux"]["seccomp"]["syscalls"]
         .as_array()
         .unwrap()
-        .contains(&json!("mount")));
+        .iter()
+        .any(|r| r["action"] == "SCMP_ACT_ERRNO"
+            && r["errnoRet"] == libc::EPERM
+            && r["names"].as_array().unwrap().contains(&json!("mount"))));
     let bind = s["mounts"]
         .as_array()
         .unwrap()
@@ -173,4 +176,65 @@ fn stop_signal_and_volumes() {
     let img = image(None, Some(&["sh"]), &[]);
     assert_eq!(stop_signal(&img).as_deref(), Some("SIGQUIT"));
     assert_eq!(volumes(&img), ["/cache", "/data"]);
+}
+
+#[test]
+fn the_seccomp_allow_and_deny_lists_are_apart() {
+    use std::collections::BTreeSet;
+    let allow: BTreeSet<&str> = SECCOMP_ALLOW.iter().copied().collect();
+    let deny: BTreeSet<&str> = SECCOMP_DENY.iter().copied().collect();
+    assert_eq!(
+        allow.len(),
+        SECCOMP_ALLOW.len(),
+        "no name twice in the allow list"
+    );
+    assert_eq!(
+        deny.len(),
+        SECCOMP_DENY.len(),
+        "no name twice in the deny list"
+    );
+    assert_eq!(
+        allow.intersection(&deny).count(),
+        0,
+        "{:?}",
+        allow.intersection(&deny)
+    );
+    // These have rules with arguments of their own.
+    for n in ["clone", "clone3", "personality"] {
+        assert!(!allow.contains(n) && !deny.contains(n), "{n}");
+    }
+    // The calls docker refuses without capabilities are not allowed.
+    for n in [
+        "mount",
+        "unshare",
+        "setns",
+        "bpf",
+        "ptrace",
+        "init_module",
+        "io_uring_setup",
+    ] {
+        assert!(!allow.contains(n), "{n}");
+    }
+    let p = default_seccomp();
+    assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(p["defaultErrnoRet"], libc::ENOSYS);
+}
+
+#[test]
+fn unknown_syscall_names_are_left_out_of_the_profile() {
+    let mut spec = json!({"linux": {"seccomp": {"syscalls": [
+        {"names": ["read", "brand_new_call"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["brand_new_call"], "action": "SCMP_ACT_ERRNO"}
+    ]}}});
+    retain_known_syscalls(&mut spec, |n| n != "brand_new_call");
+    assert_eq!(
+        spec,
+        json!({"linux": {"seccomp": {"syscalls": [
+            {"names": ["read"], "action": "SCMP_ACT_ALLOW"}
+        ]}}})
+    );
+    // Without a profile, nothing is added.
+    let mut spec = json!({"linux": {}});
+    retain_known_syscalls(&mut spec, |_| false);
+    assert_eq!(spec, json!({"linux": {}}));
 }

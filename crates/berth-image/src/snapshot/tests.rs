@@ -77,20 +77,16 @@ fn overlay_rootfs_merges_layers_with_whiteouts() {
     let img = e.image(two_layers());
     let s = e.snapshotter(Driver::Overlay);
     let st = s.unpack(&e.content, &img).unwrap();
-    assert_eq!(
-        st,
-        UnpackStats {
-            unpacked: 2,
-            present: 0
-        }
-    );
-    assert_eq!(
-        s.unpack(&e.content, &img).unwrap(),
-        UnpackStats {
-            unpacked: 0,
-            present: 2
-        }
-    );
+    assert_eq!((st.unpacked, st.present), (2, 0));
+    // The uncompressed sizes of the layers unpacked now (these are plain tars).
+    let sizes: Vec<(Digest, u64)> = img
+        .layers
+        .iter()
+        .map(|l| (l.diff_id.clone(), l.size))
+        .collect();
+    assert_eq!(st.sizes, sizes);
+    let st = s.unpack(&e.content, &img).unwrap();
+    assert_eq!((st.unpacked, st.present), (0, 2));
     let rootfs = s.prepare("c1", &e.content, &img).unwrap();
     assert!(s.is_mounted("c1"));
     use std::os::unix::fs::PermissionsExt;
@@ -127,7 +123,8 @@ fn copy_driver_gives_the_same_tree() {
     let e = env();
     let img = e.image(two_layers());
     let s = e.snapshotter(Driver::Copy);
-    assert_eq!(s.unpack(&e.content, &img).unwrap(), UnpackStats::default());
+    let st = s.unpack(&e.content, &img).unwrap();
+    assert_eq!((st.unpacked, st.present), (0, 0));
     let rootfs = s.prepare("c", &e.content, &img).unwrap();
     check_merged(&rootfs);
     assert!(
@@ -212,11 +209,8 @@ fn prune_keeps_layers_of_images_and_containers() {
     s.unpack(&e.content, &a).unwrap();
     let st = s.unpack(&e.content, &b).unwrap();
     assert_eq!(
-        st,
-        UnpackStats {
-            unpacked: 1,
-            present: 2
-        },
+        (st.unpacked, st.present),
+        (1, 2),
         "shared layers are unpacked once"
     );
     s.prepare("uses-b", &e.content, &b).unwrap();
@@ -245,5 +239,74 @@ fn concurrent_unpacks_of_one_image_both_succeed() {
     assert_eq!(s.layers().unwrap().len(), 2);
     let rootfs = s.prepare("c", &e.content, &img).unwrap();
     check_merged(&rootfs);
+    s.remove("c").unwrap();
+}
+
+/// The names readdir lists in `dir`, sorted.
+fn listed(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_whiteout_of_a_name_no_lower_layer_has_leaves_no_phantom() {
+    // Layer 1: etc/{keep,gone}, opt/deep/old (a dir the next layer makes opaque), var/x.
+    // Layer 2: whiteouts of what exists below (etc/gone), of what never did (etc/never,
+    // a path under a missing dir, a name under an opaque dir of layer 2 itself), and of a
+    // name below a file.
+    let mut a = LayerBuilder::new();
+    a.dir("etc", 0o755).unwrap();
+    a.file("etc/keep", 0o644, b"keep").unwrap();
+    a.file("etc/gone", 0o644, b"gone").unwrap();
+    a.dir("opt", 0o755).unwrap();
+    a.dir("opt/deep", 0o755).unwrap();
+    a.file("opt/deep/old", 0o644, b"old").unwrap();
+    a.file("var", 0o644, b"a file, not a dir").unwrap();
+    let mut b = LayerBuilder::new();
+    b.dir("etc", 0o755).unwrap();
+    b.whiteout("etc/gone").unwrap();
+    b.whiteout("etc/never").unwrap();
+    b.dir("mnt", 0o755).unwrap();
+    b.whiteout("mnt/nothing").unwrap();
+    let mut c = LayerBuilder::new();
+    c.dir("opt", 0o755).unwrap();
+    c.dir("opt/deep", 0o755).unwrap();
+    c.opaque("opt/deep").unwrap();
+    c.file("opt/deep/new", 0o644, b"new").unwrap();
+    let mut d = LayerBuilder::new();
+    d.dir("opt", 0o755).unwrap();
+    d.dir("opt/deep", 0o755).unwrap();
+    // Hidden by layer 3's opaque directory: not below any more.
+    d.whiteout("opt/deep/old").unwrap();
+    // Still below (layer 3 made it).
+    d.whiteout("opt/deep/new").unwrap();
+    let e = env();
+    let img = e.image(vec![
+        a.finish().unwrap(),
+        b.finish().unwrap(),
+        c.finish().unwrap(),
+        d.finish().unwrap(),
+    ]);
+    let s = e.snapshotter(Driver::Overlay);
+    s.unpack(&e.content, &img).unwrap();
+    let rootfs = s.prepare("c", &e.content, &img).unwrap();
+    assert_eq!(listed(&rootfs.join("etc")), ["keep"]);
+    assert_eq!(listed(&rootfs.join("mnt")), Vec::<String>::new());
+    assert_eq!(listed(&rootfs.join("opt/deep")), Vec::<String>::new());
+    // The whiteouts that hide something stay in their layers; the others are gone.
+    let layer = |i: usize| s.layer_dir(&img.layers[i].chain_id);
+    let is_whiteout = |p: PathBuf| {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+    };
+    assert!(is_whiteout(layer(1).join("etc/gone")));
+    assert!(!layer(1).join("etc/never").exists());
+    assert!(!layer(1).join("mnt/nothing").exists());
+    assert!(!is_whiteout(layer(3).join("opt/deep/old")));
+    assert!(is_whiteout(layer(3).join("opt/deep/new")));
     s.remove("c").unwrap();
 }

@@ -114,6 +114,7 @@ fn opts(w: Whiteouts) -> UnpackOptions {
     UnpackOptions {
         whiteouts: w,
         preserve_owner: true,
+        max_size: DEFAULT_MAX_LAYER_SIZE,
     }
 }
 
@@ -404,16 +405,21 @@ fn long_names_and_long_link_targets() {
 
 #[test]
 fn dot_dot_escapes_are_refused() {
-    for name in ["../escaped", "a/../../escaped", "./../escaped"] {
+    // Each name would land exactly on the canary beside the root if `..` were followed.
+    for name in ["../canary", "a/../../canary", "./../canary"] {
         let d = Dest::new();
-        refused(
-            d.unpack(
+        let e = d
+            .unpack(
                 &T::new()
-                    .raw(tar::EntryType::Regular, name, None, b"x")
+                    .raw(tar::EntryType::Regular, name, None, b"pwned")
                     .done(),
                 Whiteouts::Overlay,
-            ),
-            name,
+            )
+            .expect_err("the layer must be refused")
+            .to_string();
+        assert_eq!(
+            e,
+            format!("layer sha256:test: entry {name:?}: the name climbs out of the root with `..`")
         );
         d.outside_intact();
     }
@@ -449,33 +455,56 @@ fn absolute_names_are_inside_the_root() {
 
 #[test]
 fn symlinked_parents_stay_inside() {
-    let outside = |d: &Dest| d.tmp.path().to_string_lossy().into_owned();
-    // An absolute link and a relative one, both pointing at the tempdir holding the canary.
-    for target in ["ABS", "../../../../../../../../.."] {
-        let d = Dest::new();
-        let t = if target == "ABS" {
-            outside(&d)
-        } else {
-            target.to_string()
-        };
-        let tar = T::new()
-            .symlink("evil", &t)
+    // A link `evil` to the directory holding the canary, absolute or relative (the root's
+    // parent is `..` from the root): `evil/canary` would be the canary itself.
+    let d = Dest::new();
+    let abs = d.tmp.path().to_string_lossy().into_owned();
+    let r = d.unpack(
+        &T::new()
+            .symlink("evil", &abs)
             .raw(tar::EntryType::Regular, "evil/canary", None, b"pwned")
-            .done();
-        let _ = d.unpack(&tar, Whiteouts::Overlay);
-        d.outside_intact();
+            .done(),
+        Whiteouts::Overlay,
+    );
+    // Inside the root, the link names a directory that does not exist.
+    match r {
+        Err(UnpackError::Entry {
+            entry, op, source, ..
+        }) => {
+            assert_eq!((entry.as_str(), op), ("evil/canary", "open its directory"));
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+        }
+        other => panic!("{other:?}"),
     }
+    d.outside_intact();
+    let d = Dest::new();
+    d.unpack(
+        &T::new()
+            .symlink("evil", "..")
+            .raw(tar::EntryType::Regular, "evil/canary", None, b"pwned")
+            .done(),
+        Whiteouts::Overlay,
+    )
+    .unwrap();
+    d.outside_intact();
+    assert_eq!(
+        fs::read(d.root().join("canary")).unwrap(),
+        b"pwned",
+        "`..` from the root is the root: the file lands inside"
+    );
     // A link from an earlier layer is just as contained.
     let d = Dest::new();
-    d.unpack(&T::new().symlink("etc", "/").done(), Whiteouts::Apply)
+    d.unpack(&T::new().symlink("etc", "..").done(), Whiteouts::Apply)
         .unwrap();
-    let _ = d.unpack(
+    d.unpack(
         &T::new()
-            .raw(tar::EntryType::Regular, "etc/../../canary", None, b"x")
+            .raw(tar::EntryType::Regular, "etc/canary", None, b"pwned")
             .done(),
         Whiteouts::Apply,
-    );
+    )
+    .unwrap();
     d.outside_intact();
+    assert_eq!(fs::read(d.root().join("canary")).unwrap(), b"pwned");
 }
 
 #[test]
@@ -501,15 +530,22 @@ fn hardlinks_cannot_reach_outside_or_to_directories() {
         ),
         "h2",
     );
-    // Through a symlinked parent: the link goes to the root, and the target is not there.
-    let r = d.unpack(
-        &T::new()
-            .symlink("up", "../..")
-            .raw(tar::EntryType::Link, "h3", Some("up/canary"), b"")
-            .done(),
-        Whiteouts::Overlay,
+    // Through a symlinked parent (`up` is the root's parent, if followed out): the link
+    // goes to the root, and the target is not there.
+    let e = d
+        .unpack(
+            &T::new()
+                .symlink("up", "..")
+                .raw(tar::EntryType::Link, "h3", Some("up/canary"), b"")
+                .done(),
+            Whiteouts::Overlay,
+        )
+        .expect_err("the layer must be refused")
+        .to_string();
+    assert_eq!(
+        e,
+        "layer sha256:test: entry \"h3\": its target /up/canary does not exist"
     );
-    refused(r, "h3");
     fs::create_dir(d.root().join("dir")).unwrap();
     refused(
         d.unpack(
@@ -531,29 +567,40 @@ fn hardlinks_cannot_reach_outside_or_to_directories() {
 #[test]
 fn whiteouts_cannot_delete_outside() {
     let d = Dest::new();
-    for name in ["../.wh.canary", ".wh..."] {
-        let _ = d.unpack(
-            &T::new()
-                .raw(tar::EntryType::Regular, name, None, b"")
-                .done(),
-            Whiteouts::Apply,
-        );
+    for (name, why) in [
+        ("../.wh.canary", "the name climbs out of the root with `..`"),
+        (".wh...", "a whiteout of no name"),
+    ] {
+        let e = d
+            .unpack(
+                &T::new()
+                    .raw(tar::EntryType::Regular, name, None, b"")
+                    .done(),
+                Whiteouts::Apply,
+            )
+            .expect_err("the layer must be refused")
+            .to_string();
+        assert_eq!(e, format!("layer sha256:test: entry {name:?}: {why}"));
         d.outside_intact();
     }
-    let _ = d.unpack(
+    // `up` is the root's parent if followed out: `up/.wh.canary` would delete the canary,
+    // an opaque `up` would empty the directory holding it.
+    d.unpack(
         &T::new()
-            .symlink("up", "../..")
+            .symlink("up", "..")
             .raw(tar::EntryType::Regular, "up/.wh.canary", None, b"")
             .done(),
         Whiteouts::Apply,
-    );
+    )
+    .unwrap();
     d.outside_intact();
-    let _ = d.unpack(
+    d.unpack(
         &T::new()
             .raw(tar::EntryType::Regular, "up/.wh..wh..opq", None, b"")
             .done(),
         Whiteouts::Apply,
-    );
+    )
+    .unwrap();
     d.outside_intact();
 }
 
@@ -591,4 +638,77 @@ fn a_stream_without_end_blocks_after_whole_entries_is_accepted() {
     let u = d.unpack(cut, Whiteouts::Overlay).unwrap();
     assert_eq!(fs::read(d.root().join("a")).unwrap(), b"abc");
     assert_eq!(u.diff_id, Digest::of(Algorithm::Sha256, cut));
+}
+
+#[test]
+fn an_extension_header_claiming_gigabytes_is_refused_within_a_memory_bound() {
+    const ME: &str =
+        "unpack::tests::an_extension_header_claiming_gigabytes_is_refused_within_a_memory_bound";
+    // In the child: a header claiming 4 GiB, then bytes that never end.
+    if let Ok(kind) = std::env::var("BERTH_HUGE_HEADER") {
+        let kind = match kind.as_str() {
+            "L" => tar::EntryType::GNULongName,
+            "K" => tar::EntryType::GNULongLink,
+            _ => tar::EntryType::XHeader,
+        };
+        let mut h = header(kind, 0o644, 4 << 30);
+        raw_name(&mut h, "././@LongLink");
+        h.set_cksum();
+        let stream = io::Read::chain(&h.as_bytes()[..], io::repeat(b'a'));
+        let d = tempfile::tempdir().unwrap();
+        let r = unpack_layer("huge", stream, d.path(), &opts(Whiteouts::Overlay), None);
+        match r {
+            Ok(_) => println!("RESULT: unpacked"),
+            Err(e) => println!("RESULT: {e}"),
+        }
+        return;
+    }
+    for (kind, want) in [
+        (
+            "L",
+            "layer huge: a GNU long name of 4294967296 bytes, over the 65536-byte limit",
+        ),
+        (
+            "K",
+            "layer huge: a GNU long link target of 4294967296 bytes, over the 65536-byte limit",
+        ),
+        (
+            "x",
+            "layer huge: a PAX extended header of 4294967296 bytes, over the 1048576-byte limit",
+        ),
+    ] {
+        // 512 MiB of address space; the old reader buffered the whole claimed size.
+        let (code, out) = crate::testutil::rerun_limited(
+            ME,
+            &[("BERTH_HUGE_HEADER", kind)],
+            512 << 20,
+            std::time::Duration::from_secs(120),
+        )
+        .unwrap_or_else(|| panic!("{kind}: the unpack hung"));
+        assert_eq!(code, Some(0), "{kind}: the unpack died: {out}");
+        assert_eq!(crate::testutil::result_line(&out), Some(want), "{kind}");
+    }
+}
+
+#[test]
+fn a_layer_that_unpacks_past_the_bound_is_refused() {
+    let mut o = opts(Whiteouts::Overlay);
+    o.max_size = 10_000;
+    let d = Dest::new();
+    let tar = T::new()
+        .file("a", &[1u8; 6000])
+        .file("b", &[2u8; 6000])
+        .done();
+    let e = unpack_layer("sha256:test", &tar[..], &d.root(), &o, None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "layer sha256:test: entry \"b\": the layer unpacks to more than the 10000-byte limit"
+    );
+    assert!(!d.root().join("b").exists(), "nothing of b is written");
+    // At the bound, it unpacks.
+    o.max_size = 12_000;
+    let d = Dest::new();
+    unpack_layer("sha256:test", &tar[..], &d.root(), &o, None).unwrap();
 }

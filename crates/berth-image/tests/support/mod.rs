@@ -62,6 +62,9 @@ pub enum Mode {
     Tls,
     Basic,
     Token,
+    /// TLS (the CA made here) with bearer tokens from the token server, which speaks plain
+    /// http: the realm a 401 names is `http://`.
+    TlsToken,
 }
 
 pub struct Registry {
@@ -100,7 +103,15 @@ impl Registry {
                     d.join("htpasswd").display()
                 ));
             }
-            Mode::Token => {
+            Mode::Token | Mode::TlsToken => {
+                if mode == Mode::TlsToken {
+                    make_ca_and_cert(d);
+                    cfg.push_str(&format!(
+                        "  tls:\n    certificate: {}\n    key: {}\n",
+                        d.join("server.crt").display(),
+                        d.join("server.key").display()
+                    ));
+                }
                 let t = TokenServer::start(d);
                 cfg.push_str(&format!(
                     "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: berth-test-registry\n    issuer: berth-test-issuer\n    rootcertbundle: {}\n",
@@ -144,7 +155,7 @@ impl Registry {
         let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
-        if self.mode == Mode::Tls {
+        if matches!(self.mode, Mode::Tls | Mode::TlsToken) {
             return true;
         }
         let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
@@ -175,7 +186,7 @@ impl Registry {
     /// skopeo's destination flags for this registry.
     fn dest_flags(&self) -> Vec<String> {
         let mut f = vec!["--dest-tls-verify=false".to_string()];
-        if matches!(self.mode, Mode::Basic | Mode::Token) {
+        if matches!(self.mode, Mode::Basic | Mode::Token | Mode::TlsToken) {
             f.push(format!("--dest-creds={USER}:{PASSWORD}"));
         }
         f
@@ -188,6 +199,20 @@ impl Registry {
         c.arg(format!("oci:{}:{tag}", layout.display()));
         c.arg(format!("docker://{}/{repo_tag}", self.host()));
         run(&mut c);
+    }
+
+    /// Requests the token server has answered (0 without one).
+    pub fn token_requests(&self) -> usize {
+        self.token
+            .as_ref()
+            .map_or(0, |t| t.requests.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// The token server's realm URL (token modes).
+    pub fn realm(&self) -> Option<String> {
+        self.token
+            .as_ref()
+            .map(|t| format!("http://127.0.0.1:{}/token", t.port))
     }
 
     /// The file the registry keeps blob `hex` in.
@@ -265,6 +290,8 @@ fn b64url(data: &[u8]) -> String {
 /// key whose self-signed certificate the registry trusts (sent in the `x5c` header).
 struct TokenServer {
     port: u16,
+    /// Requests received, whatever their credentials.
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -297,10 +324,13 @@ impl TokenServer {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let key = d.join("token.key");
         let s2 = stop.clone();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r2 = requests.clone();
         let thread = std::thread::spawn(move || {
             while !s2.load(std::sync::atomic::Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((conn, _)) => {
+                        r2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let _ = conn.set_nonblocking(false);
                         serve_token(conn, &key, der.trim());
                     }
@@ -310,6 +340,7 @@ impl TokenServer {
         });
         TokenServer {
             port,
+            requests,
             stop,
             thread: Some(thread),
         }
@@ -529,4 +560,75 @@ pub fn files_layout(marker: &str) -> Layout {
     l.insert("t", &tree, "/");
     l.config("t", &["--config.cmd", "/marker"]);
     l
+}
+
+/// How a re-run test child ended.
+#[derive(Debug)]
+pub enum Rerun {
+    /// It exited (or was killed by a signal: `code` None) with this stdout.
+    Done { code: Option<i32>, stdout: String },
+    /// It was still running at the deadline and was killed.
+    Hung,
+}
+
+/// Runs the test `name` of this same test binary again, alone, in a child whose address
+/// space is limited to `limit` bytes (RLIMIT_AS) and with `env` set, killed after
+/// `deadline`. The test tells it is the child by one of the `env` variables. A child that
+/// tries to buffer an endless input dies of the limit ("memory allocation failed", an
+/// abort) instead of taking the machine's memory.
+pub fn rerun_limited(name: &str, env: &[(&str, &str)], limit: u64, deadline: Duration) -> Rerun {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([name, "--exact", "--nocapture", "--test-threads=1"])
+        // One malloc arena: the limit is on address space, and glibc reserves 64 MiB per
+        // arena.
+        .env("MALLOC_ARENA_MAX", "1")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // SAFETY: between fork and exec the closure only calls setrlimit, which is
+    // async-signal-safe, on a struct it owns.
+    unsafe {
+        c.pre_exec(move || {
+            let r = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &r) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Rerun::Done {
+                code: st.code(),
+                stdout: reader.join().unwrap(),
+            };
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Rerun::Hung;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a re-run child printed as its result: the rest of the line after `RESULT: `
+/// (libtest prints the test's name on the same line first).
+pub fn result_line(stdout: &str) -> Option<&str> {
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("RESULT: ").map(|(_, r)| r))
 }

@@ -57,17 +57,6 @@ fn logout_removes_and_says_when_there_was_nothing() {
 }
 
 #[test]
-fn bearer_challenges() {
-    let (realm, p) = bearer_params(
-        r#"Bearer realm="https://t.example/token",service="reg",scope="repository:a:pull""#,
-    )
-    .unwrap();
-    assert_eq!(realm, "https://t.example/token");
-    assert!(p.contains(&("service".into(), "reg".into())));
-    assert!(bearer_params("Basic realm=x").is_none());
-}
-
-#[test]
 fn files_follow_podman_then_docker() {
     let s = AuthStore::from_vars(
         Some("/a/auth.json".into()),
@@ -117,4 +106,32 @@ fn identity_tokens_are_reported_not_used() {
     assert_eq!(s.identity_token_only("tok.example"), Some(a));
     assert_eq!(s.identity_token_only("pw.example"), None);
     assert_eq!(s.identity_token_only("other.example"), None);
+}
+
+#[test]
+fn a_fifo_or_an_oversized_credential_file_is_refused_without_blocking() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("fifo.json");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let store = AuthStore {
+        files: vec![fifo.clone()],
+    };
+    let e = store.credentials("r.example").unwrap_err().to_string();
+    assert_eq!(e, format!("{}: not a regular file", fifo.display()));
+    let big = d.path().join("big.json");
+    fs::File::create(&big)
+        .unwrap()
+        .set_len(MAX_AUTH_FILE + 1)
+        .unwrap();
+    let store = AuthStore {
+        files: vec![big.clone()],
+    };
+    let e = store.credentials("r.example").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: 4194305 bytes, over the 4194304-byte limit",
+            big.display()
+        )
+    );
 }

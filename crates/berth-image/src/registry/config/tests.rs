@@ -105,3 +105,45 @@ fn unknown_keys_are_errors_naming_the_file() {
         .to_string();
     assert!(e.contains("insecur"), "{e}");
 }
+
+#[test]
+fn only_real_loopback_hosts_are_implicitly_insecure() {
+    for h in [
+        "localhost",
+        "localhost:5000",
+        "127.0.0.1",
+        "127.0.0.1:5000",
+        "127.1.2.3:80",
+        "127.255.255.254",
+        "[::1]",
+        "[::1]:5000",
+    ] {
+        assert!(loopback(h), "{h} is on this machine");
+    }
+    for h in [
+        "127.evil.example",
+        "127.evil.example:5000",
+        "127.0.0.1.nip.io",
+        "127.0.0.1.evil.example:443",
+        "localhost.evil.example",
+        "localhostx:5000",
+        "128.0.0.1",
+        "10.0.0.1:5000",
+        "[::2]:5000",
+        "[::1]evil:5000",
+        "[::1",
+        "127.0.0.1:port",
+        "127.0.0.1:99999",
+        "",
+    ] {
+        assert!(!loopback(h), "{h:?} is not a loopback host");
+    }
+    let c = RegistriesConfig::default();
+    let e = c
+        .endpoints(&ImageName::parse("127.evil.example/a/b").unwrap())
+        .unwrap();
+    assert!(!e[0].insecure, "a host named 127.* is not loopback");
+    assert!(!c.insecure_host("127.evil.example:5000"));
+    assert!(c.insecure_host("127.0.0.1:5000"));
+    assert!(c.insecure_host("[::1]:5000"));
+}
