@@ -199,9 +199,7 @@ fn tar_file(dir: &Path, entries: &[(&str, &[u8])]) -> PathBuf {
 
 #[test]
 fn http_pull_stores_manifest_config_and_layers() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let (_reg, env, name) = serving(Mode::Http, "http", "test/files:1");
     let (r, count) = env.pull(&name);
     let f = r.unwrap();
@@ -227,9 +225,7 @@ fn http_pull_stores_manifest_config_and_layers() {
 
 #[test]
 fn a_pulled_layer_is_not_fetched_again() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let (_reg, env, name) = serving(Mode::Http, "twice", "test/twice:1");
     let first = env.pull(&name).0.unwrap();
     let (r, again) = env.pull(&name);
@@ -245,9 +241,7 @@ fn a_pulled_layer_is_not_fetched_again() {
 
 #[test]
 fn pull_by_digest() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Http);
     reg.push(&files_layout("pinned").path(), "t", "test/pin:1", &[]);
     let env = Env::new();
@@ -283,9 +277,7 @@ fn tls_config(env: &Env, reg: &Registry) -> (RegistriesConfig, PathBuf) {
 
 #[test]
 fn tls_with_the_ca_from_the_ca_dir() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Tls);
     reg.push(&files_layout("tls").path(), "t", "test/tls:1", &[]);
     let env = Env::new();
@@ -299,9 +291,7 @@ fn tls_with_the_ca_from_the_ca_dir() {
 
 #[test]
 fn tls_without_the_ca_is_refused() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Tls);
     let env = Env::new();
     let (cfg, _) = tls_config(&env, &reg);
@@ -324,9 +314,7 @@ fn tls_without_the_ca_is_refused() {
 
 #[test]
 fn basic_auth_with_stored_credentials() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let (reg, env, name) = serving(Mode::Basic, "basic", "test/basic:1");
     let f = env.pull_as(&name, &reg.host(), USER, PASSWORD).0.unwrap();
     assert_eq!(env.file(&f, "marker").as_deref(), Some("basic"));
@@ -334,9 +322,7 @@ fn basic_auth_with_stored_credentials() {
 
 #[test]
 fn basic_auth_without_or_with_wrong_credentials() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let (reg, env, name) = serving(Mode::Basic, "basic", "test/basic:1");
     let h = reg.host();
     let url = format!("http://{h}/v2/test/basic/manifests/1");
@@ -360,9 +346,7 @@ fn basic_auth_without_or_with_wrong_credentials() {
 
 #[test]
 fn bearer_tokens_from_a_token_server() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let (reg, env, name) = serving(Mode::Token, "token", "test/token:1");
     let f = env.pull_as(&name, &reg.host(), USER, PASSWORD).0.unwrap();
     assert_eq!(env.file(&f, "marker").as_deref(), Some("token"));
@@ -370,9 +354,7 @@ fn bearer_tokens_from_a_token_server() {
 
 #[test]
 fn bearer_with_bad_credentials() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let (reg, env, name) = serving(Mode::Token, "token", "test/token:1");
     let h = reg.host();
     let e = env.pull_as(&name, &h, USER, "nope").0.unwrap_err();
@@ -388,9 +370,7 @@ fn bearer_with_bad_credentials() {
 
 #[test]
 fn a_plain_http_realm_for_an_https_registry_gets_no_credentials() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     // The registry speaks TLS (its CA trusted through the ca-dir); its 401 names a token
     // realm over plain http. Neither pull nor login may send the credentials there.
     let reg = Registry::start(Mode::TlsToken);
@@ -437,9 +417,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 #[test]
 fn login_checks_then_writes_0600_and_logout_removes() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     use std::os::unix::fs::PermissionsExt;
     let reg = Registry::start(Mode::Basic);
     let env = Env::new();
@@ -482,9 +460,7 @@ fn login_checks_then_writes_0600_and_logout_removes() {
 
 #[test]
 fn login_through_a_token_server() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Token);
     let env = Env::new();
     let h = reg.host();
@@ -512,9 +488,7 @@ fn login_through_a_token_server() {
 
 #[test]
 fn zstd_layers() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Http);
     let l = files_layout("zstd");
     reg.push(
@@ -537,9 +511,7 @@ fn zstd_layers() {
 
 #[test]
 fn docker_schema2() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Http);
     let l = files_layout("v2s2");
     reg.push(&l.path(), "t", "test/v2s2:1", &["--format", "v2s2"]);
@@ -625,9 +597,7 @@ fn push_index(reg: &Registry) -> (String, String, Digest) {
 
 #[test]
 fn an_index_gives_each_platform_its_manifest() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Http);
     let (amd, arm, index) = push_index(&reg);
     let env = Env::new();
@@ -645,9 +615,7 @@ fn an_index_gives_each_platform_its_manifest() {
 
 #[test]
 fn an_index_without_the_platform_lists_those_it_has() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Http);
     push_index(&reg);
     let env = Env::new();
@@ -676,9 +644,7 @@ fn an_index_without_the_platform_lists_those_it_has() {
 
 #[test]
 fn a_partial_blob_is_resumed() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let (_reg, probe, name) = serving(Mode::Http, "resume", "test/r:1");
     let (d, size) = biggest_layer(&probe.pull(&name).0.unwrap());
     let data = probe.store.read(&d).unwrap();
@@ -699,9 +665,7 @@ fn a_partial_blob_is_resumed() {
 
 #[test]
 fn bad_partial_data_is_fetched_again() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let (_reg, probe, name) = serving(Mode::Http, "badpart", "test/bp:1");
     let (d, size) = biggest_layer(&probe.pull(&name).0.unwrap());
     let data = probe.store.read(&d).unwrap();
@@ -720,9 +684,7 @@ fn bad_partial_data_is_fetched_again() {
 
 #[test]
 fn a_corrupt_blob_is_refused_and_nothing_stays() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let (reg, _, name) = serving(Mode::Http, "corrupt", "test/bad:1");
     let f = Env::new().pull(&name).0.unwrap();
     let (big, size) = biggest_layer(&f);
@@ -757,9 +719,7 @@ fn a_corrupt_blob_is_refused_and_nothing_stays() {
 
 #[test]
 fn a_truncated_blob_is_refused_and_nothing_stays() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let (reg, _, name) = serving(Mode::Http, "short", "test/short:1");
     let (big, size) = biggest_layer(&Env::new().pull(&name).0.unwrap());
     let file = reg.blob_file(big.hex());
@@ -779,9 +739,7 @@ fn a_truncated_blob_is_refused_and_nothing_stays() {
 
 #[test]
 fn an_unknown_image_is_not_found() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Http);
     reg.push(&files_layout("known").path(), "t", "test/known:1", &[]);
     let env = Env::new();
@@ -795,9 +753,7 @@ fn an_unknown_image_is_not_found() {
 
 #[test]
 fn a_registry_that_is_down_is_unreachable() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let env = Env::new();
     let port = support::free_port();
     let name = format!("127.0.0.1:{port}/x/y:1");
@@ -822,9 +778,7 @@ fn a_bad_name_is_refused_before_any_request() {
 
 #[test]
 fn a_mirror_is_tried_before_the_registry() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let upstream = Registry::start(Mode::Http);
     let mirror = Registry::start(Mode::Http);
     upstream.push(&files_layout("upstream").path(), "t", "test/m:1", &[]);
@@ -845,9 +799,7 @@ fn a_mirror_is_tried_before_the_registry() {
 
 #[test]
 fn a_mirror_without_the_image_falls_through_to_the_registry() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let upstream = Registry::start(Mode::Http);
     let mirror = Registry::start(Mode::Http);
     let down = support::free_port();
@@ -881,9 +833,7 @@ fn a_mirror_without_the_image_falls_through_to_the_registry() {
 
 #[test]
 fn short_names_use_the_search_registries_in_order() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let empty = Registry::start(Mode::Http);
     let reg = Registry::start(Mode::Http);
     reg.push(&files_layout("short").path(), "t", "team/app:2", &[]);
@@ -919,9 +869,7 @@ fn short_names_use_the_search_registries_in_order() {
 
 #[test]
 fn whiteouts_and_hostile_layers_from_a_registry() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Http);
     // Whiteouts: the second layer hides a file of the first.
     let l = Layout::new("t");
@@ -1044,9 +992,7 @@ impl Drop for CuttingProxy {
 
 #[test]
 fn a_connection_lost_mid_blob_is_retried_and_resumed() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Http);
     reg.push(&files_layout("cut").path(), "t", "test/cut:1", &[]);
     let probe = Env::new();

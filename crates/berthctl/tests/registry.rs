@@ -31,9 +31,7 @@ fn ctl(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn login_pull_run_logout() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Basic);
     reg.push(
         &busybox_layout("pulled by berthctl").path(),
@@ -184,9 +182,7 @@ fn push_two_platforms(reg: &Registry, repo_tag: &str) {
 
 #[test]
 fn login_with_password_stdin_then_pull_by_platform() {
-    if support::skip() {
-        return;
-    }
+    support::require_tools();
     let reg = Registry::start(Mode::Basic);
     push_two_platforms(&reg, "test/multi:1");
     let dir = tempfile::tempdir().unwrap();

@@ -33,7 +33,10 @@ fn root_uid() -> bool {
 #[test]
 fn a_tree_keeps_owners_modes_times_links_and_xattrs() {
     if !root_uid() {
-        eprintln!("SKIP: needs root to set owners");
+        berth_testkit::skip(
+            "a_tree_keeps_owners_modes_times_links_and_xattrs",
+            "needs root to set owners",
+        );
         return;
     }
     let d = tempfile::tempdir().unwrap();

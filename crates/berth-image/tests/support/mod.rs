@@ -28,13 +28,12 @@ pub fn missing_tool() -> Option<&'static str> {
         })
 }
 
-/// Prints why a test skips; true when it must.
-pub fn skip() -> bool {
+/// Fails the test when a tool it drives is missing: CI installs them all, so a missing one
+/// is a broken setup, not a reason to pass.
+pub fn require_tools() {
     if let Some(t) = missing_tool() {
-        eprintln!("SKIP: {t} is not installed (scripts/install-deps.sh installs it)");
-        return true;
+        panic!("{t} is not installed (scripts/install-deps.sh installs it)");
     }
-    false
 }
 
 fn run(cmd: &mut Command) -> String {
