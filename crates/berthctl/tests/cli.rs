@@ -891,8 +891,7 @@ fn image_stop_signal_volumes_entrypoint_and_user() {
 #[test]
 fn a_terminal_with_it() {
     if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("SKIP: script (util-linux) is not installed");
-        return;
+        panic!("script is not installed (util-linux)");
     }
     let ctl = Ctl::new();
     ctl.ok(&["run", "--rm", BB, "true"]);
