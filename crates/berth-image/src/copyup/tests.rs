@@ -1,7 +1,12 @@
 use std::fs;
+use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
+
+use berth_fs::{reopen_dir, set_xattr};
+use nix::sys::stat::{mkdirat, utimensat, Mode, UtimensatFlags};
+use nix::sys::time::TimeSpec;
 
 use super::*;
 
@@ -19,7 +24,7 @@ fn chmod(p: &Path, mode: u32) {
 
 fn user_xattr(p: &Path) -> Option<Vec<u8>> {
     let f = File::open(p).unwrap();
-    xattrs(&f)
+    berth_fs::kept_xattrs(&f)
         .unwrap()
         .into_iter()
         .find(|(k, _)| k.as_bytes() == b"user.berth")
@@ -102,7 +107,7 @@ fn a_tree_keeps_owners_modes_times_links_and_xattrs() {
     );
     let overlay = File::open(vol.join("sub/deeper/big")).unwrap();
     assert!(
-        xattrs(&overlay)
+        berth_fs::kept_xattrs(&overlay)
             .unwrap()
             .iter()
             .all(|(k, _)| !k.as_bytes().starts_with(b"trusted.overlay.")),

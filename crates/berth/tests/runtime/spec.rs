@@ -1009,6 +1009,36 @@ fn spec_device_is_created() {
     assert_eq!(out.trim(), "character special file a:e5 666");
 }
 
+/// tmpcopyup: the tmpfs mounted over a directory starts with what the directory held, owners,
+/// modes and links as they were (links copied, never followed).
+#[test]
+fn tmpcopyup_fills_the_tmpfs_with_the_directorys_content() {
+    let b = Bundle::new();
+    let rootfs = private_rootfs(&b);
+    let data = rootfs.join("srv/data");
+    fs::create_dir_all(data.join("sub")).unwrap();
+    fs::write(data.join("sub/seed"), "seeded\n").unwrap();
+    std::os::unix::fs::chown(data.join("sub/seed"), Some(4242), Some(4343)).unwrap();
+    fs::set_permissions(data.join("sub/seed"), fs::Permissions::from_mode(0o604)).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", data.join("link")).unwrap();
+    let b = b.edit(|v| {
+        v["root"]["path"] = json!(rootfs);
+        add_mount(
+            v,
+            json!({"destination": "/srv/data", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["tmpcopyup"]}),
+        );
+    });
+
+    let out = sh_output(
+        b,
+        "stat -f -c %T /srv/data; cat /srv/data/sub/seed; \
+         stat -c '%u:%g %a' /srv/data/sub/seed; readlink /srv/data/link",
+    );
+
+    assert_eq!(out, "tmpfs\nseeded\n4242:4343 604\n/etc/hostname\n");
+}
+
 /// A fifo in linux.devices (runtime-tools' suite has one, with a major and minor) is made;
 /// the devices cgroup, which knows only block and character devices, gets no rule for it.
 #[test]

@@ -185,7 +185,7 @@ fn mount_entry(root: BorrowedFd<'_>, c: &RootfsContext<'_>, i: usize, m: &Mount)
     let mounted = resolve::open_in_root(root, dest, OFlag::O_PATH | OFlag::O_DIRECTORY)
         .ctx(|| format!("reopen {}", dest.display()))?;
     if let Some(old) = old {
-        copy_up(&old, &mounted, dest)?;
+        copy_up(&old, root, dest)?;
     }
     finish_mount(&mounted, &opts, dest)
 }
@@ -424,38 +424,14 @@ pub fn open_tree_clone(path: &Path, recursive: bool) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// tmpcopyup: the directory's former contents, copied into the tmpfs now mounted over it.
-fn copy_up(old: &OwnedFd, new: &OwnedFd, dest: &Path) -> Result<()> {
-    let src = resolve::fd_path(old.as_fd());
-    let dst = resolve::fd_path(new.as_fd());
-    copy_tree(&src, &dst).ctx(|| format!("tmpcopyup into {}", dest.display()))
-}
-
-fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
-    for e in fs::read_dir(src)? {
-        let e = e?;
-        let from = e.path();
-        let to = dst.join(e.file_name());
-        let md = fs::symlink_metadata(&from)?;
-        let ft = md.file_type();
-        if ft.is_dir() {
-            fs::create_dir(&to)?;
-            copy_tree(&from, &to)?;
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
-        } else if ft.is_file() {
-            fs::copy(&from, &to)?;
-        } else {
-            continue;
-        }
-        lchown(&to, Some(md.uid()), Some(md.gid()))?;
-        if !ft.is_symlink() {
-            fs::set_permissions(&to, fs::Permissions::from_mode(md.mode() & 0o7777))?;
-        }
-    }
-    let md = fs::metadata(src)?;
-    fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
+/// tmpcopyup: the directory's former contents, copied into the tmpfs now mounted over it,
+/// by descriptor and never through a link (the rootfs is the image's: threat model F12).
+fn copy_up(old: &OwnedFd, root: BorrowedFd<'_>, dest: &Path) -> Result<()> {
+    let new = resolve::open_in_root(root, dest, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+        .ctx(|| format!("open the tmpfs at {} for tmpcopyup", dest.display()))?;
+    berth_fs::copy_tree(old, &new, dest)
+        .map(drop)
+        .map_err(|e| Error::Unsupported(format!("tmpcopyup into {}: {e}", dest.display())))
 }
 
 /// The cgroup filesystem inside the container: cgroup2 (or a bind of the container's cgroup)
