@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
@@ -406,6 +407,17 @@ impl Validator<'_> {
             }
             let need = sysctl_namespace(key);
             match need {
+                // Joined by path: that namespace must not be the host's (threat model F14).
+                Some(ty) if ns.path(ty).is_some_and(|p| same_namespace_as_ours(p, ty)) => {
+                    return Err(self.err(
+                        field,
+                        format!(
+                            "the {} namespace joined by path is the host's; setting it would \
+                             change the host",
+                            crate::namespace::type_name(ty)
+                        ),
+                    ))
+                }
                 Some(ty) if ns.has(ty) => {}
                 Some(ty) => {
                     return Err(self.err(
@@ -525,6 +537,19 @@ pub fn escapes(p: &Path) -> bool {
 }
 
 /// Which namespace isolates a sysctl; `None` for host-global ones.
+/// Whether `path` names the very namespace of type `ty` this process is in.
+fn same_namespace_as_ours(path: &Path, ty: LinuxNamespaceType) -> bool {
+    let name = match ty {
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Uts => "uts",
+        _ => return false,
+    };
+    let id = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let ours = id(Path::new(&format!("/proc/self/ns/{name}")));
+    ours.is_some() && id(path) == ours
+}
+
 pub fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
     const IPC: &[&str] = &[
         "kernel.msgmax",

@@ -457,3 +457,19 @@ fn a_memory_limit_too_small_for_the_init_is_named() {
         ],
     );
 }
+
+/// A network namespace "joined" by a path that is the host's own: a net.* sysctl would change
+/// the host (threat model F14; runc refuses it too).
+#[test]
+fn a_net_sysctl_in_the_hosts_network_namespace_is_refused() {
+    let b = Bundle::new().edit(|v| {
+        set_namespace(v, "network", Some("/proc/self/ns/net"));
+        v["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    });
+
+    assert_create_refused(
+        b.path(),
+        &unique_id("hostnetsysctl"),
+        &["net.ipv4.ip_forward", "joined by path is the host's"],
+    );
+}
