@@ -275,7 +275,10 @@ impl Runtime {
                         let netns = crate::netdev::open_netns(saved.pid)?;
                         crate::netdev::move_devices(d, netns.as_fd())?;
                     }
-                    let st = self.hook_state(saved, Status::Creating);
+                    // The lifecycle runs these hooks (steps 3 and 4) after the runtime
+                    // environment is built (step 2), which is what "created" means; the
+                    // OCI validation suite and crun say so too (runc says "creating").
+                    let st = self.hook_state(saved, Status::Created);
                     hooks::run_all(hooks::Kind::Prestart, bundle.spec.hooks().as_ref(), &st)?;
                     hooks::run_all(
                         hooks::Kind::CreateRuntime,

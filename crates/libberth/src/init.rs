@@ -179,7 +179,8 @@ fn run_init(chan: &Channel, cfg: &InitConfig<'_>, ready: &mut bool) -> Result<Ne
         None => return Err(Error::Init("create went away while hooks ran".into())),
     };
     let env: Vec<String> = process.env().clone().unwrap_or_default();
-    let state = container_state_json(cfg, host_pid, Status::Creating);
+    // Step 5 of the lifecycle, after the environment is built: "created", as for prestart.
+    let state = container_state_json(cfg, host_pid, Status::Created);
     hooks::run_all_with_env(
         hooks::Kind::CreateContainer,
         spec.hooks().as_ref(),

@@ -1239,6 +1239,14 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
         let st: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{kind} got no state ({e}): {text:?}"));
         assert_eq!(st["id"], id.as_str(), "{kind}: {st}");
+        // The create-time hooks run after the environment is built: "created" (runtime-spec
+        // lifecycle; OCI runtime-tools' hooks_stdin).
+        let status = match kind {
+            "poststart" => "running",
+            "poststop" => "stopped",
+            _ => "created",
+        };
+        assert_eq!(st["status"], status, "{kind}: {st}");
         if kind == "poststop" {
             assert_eq!(st["status"], "stopped", "{kind}: {st}");
         } else {

@@ -261,9 +261,10 @@ fn check_destination(
     let actual = resolve::in_root_path(rootfs, target)?;
     let wanted = resolve::lexical(dest);
     if (typ == "proc" || typ == "sysfs") && actual != wanted {
+        // runc's words first: conformance suites look for them.
         return Err(Error::Unsupported(format!(
-            "a symlink in the rootfs leads this {typ} mount to {}; {typ} is mounted only on \
-             {} itself (CVE-2023-28642)",
+            "filesystem {typ:?} must be mounted on ordinary directory: a symlink in the rootfs \
+             leads this mount to {}; {typ} is mounted only on {} itself (CVE-2023-28642)",
             actual.display(),
             wanted.display()
         )));

@@ -27,11 +27,13 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// Hook kinds in the order the runtime-spec's lifecycle runs them, and the status each
-/// should see in the state on its stdin.
+/// should see in the state on its stdin. The create-time hooks run after the runtime
+/// environment is built (lifecycle step 2), which is what "created" means; OCI
+/// runtime-tools' hooks_stdin checks the same (runc reports "creating" and fails it).
 const ORDER: &[(&str, &str)] = &[
-    ("prestart", "creating"),
-    ("createRuntime", "creating"),
-    ("createContainer", "creating"),
+    ("prestart", "created"),
+    ("createRuntime", "created"),
+    ("createContainer", "created"),
     ("startContainer", "created"),
     ("poststart", "running"),
     ("poststop", "stopped"),
