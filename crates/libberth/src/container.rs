@@ -359,8 +359,9 @@ impl Runtime {
         wait_readers_gone(&fd);
         drop(fd);
         let st = self.hook_state(&saved, Status::Running);
-        if let Err(e) = hooks::run_all(hooks::Kind::Poststart, saved.hooks.as_ref(), &st) {
-            // The spec: a failing poststart hook is logged and the container runs on.
+        // The spec: a failing poststart hook is logged, and the remaining hooks and the
+        // container go on.
+        for e in hooks::run_all_warning(hooks::Kind::Poststart, saved.hooks.as_ref(), &st) {
             eprintln!("berth: container {id:?}: warning: {}", e.chain());
         }
         Ok(())
@@ -571,7 +572,7 @@ fn destroy(dir: StateDir, saved: &Saved) -> Result<()> {
         crate::rootfs::hostns::unmount_new_below(&saved.rootfs, before)?;
     }
     let st = serde_json::to_vec(&saved.report(Status::Stopped)).expect("state serializes");
-    if let Err(e) = hooks::run_all(hooks::Kind::Poststop, saved.hooks.as_ref(), &st) {
+    for e in hooks::run_all_warning(hooks::Kind::Poststop, saved.hooks.as_ref(), &st) {
         eprintln!("berth: container {:?}: warning: {}", saved.id, e.chain());
     }
     dir.remove()

@@ -345,11 +345,15 @@ fn sub_cgroup_entries(cg: &berth_cgroups::Manager, subs: &[String]) -> Result<Ve
             Some((c, p)) => (Some(c), p),
             None => (None, s.as_str()),
         };
+        // Relative to the container's cgroup, as runc reads it: "/" is that cgroup itself.
+        let path = path.trim_start_matches('/');
+        if path.is_empty() {
+            continue;
+        }
         let rel = Path::new(path);
-        if path.is_empty()
-            || rel
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
         {
             return Err(bad(
                 "the path must be relative to the container's cgroup, without . or ..".into(),

@@ -77,6 +77,20 @@ pub fn run_all_with_env(
     run_hooks(kind, hooks, state, Some(process_env))
 }
 
+/// For the hooks whose failure the spec says is only a warning (poststart, poststop):
+/// runs every one of them whatever the others did, and returns the failures.
+pub fn run_all_warning(
+    kind: Kind,
+    hooks: Option<&oci_spec::runtime::Hooks>,
+    state: &[u8],
+) -> Vec<Error> {
+    let Some(h) = hooks else { return Vec::new() };
+    kind.select(h)
+        .iter()
+        .filter_map(|hook| run_one(kind, hook, state, None).err())
+        .collect()
+}
+
 fn run_hooks(
     kind: Kind,
     hooks: Option<&oci_spec::runtime::Hooks>,

@@ -101,7 +101,18 @@ fn run_intermediate(chan: &Channel, cfg: &InitConfig<'_>, in_cgroup: bool) -> Re
         unshare(flags).ctx(|| format!("unshare namespaces {flags:?}"))?;
     }
     if cfg.ns.creates(LinuxNamespaceType::Time) {
-        write_time_offsets(cfg.spec)?;
+        // Non-dumpable, our /proc/self files belong to the host's root, which a root mapped
+        // into a user namespace is not: dumpable for the write (nothing of the container
+        // runs yet; the init is not forked).
+        let userns = cfg.ns.has(LinuxNamespaceType::User);
+        if userns {
+            set_dumpable(true)?;
+        }
+        let written = write_time_offsets(cfg.spec);
+        if userns {
+            set_dumpable(false)?;
+        }
+        written?;
     }
     // SAFETY: this process is single-threaded (forked from the single-threaded `create`).
     crate::process::fork_after_pid_sent(chan, "fork the container init", |chan| init(chan, cfg))

@@ -198,11 +198,11 @@ impl Validator<'_> {
     }
 
     /// A container in the host's mount namespace: what would change the host's own mounts
-    /// (their propagation, read-only binds over paths, a read-only remount of the mount
-    /// that holds the rootfs) is refused, as runc refuses masked and read-only paths.
+    /// (their propagation, read-only binds over its paths) is refused, as runc refuses
+    /// masked and read-only paths. A read-only root is a read-only bind of the rootfs onto
+    /// itself, below the rootfs like the container's other mounts.
     fn without_mount_namespace(&self) -> Result<()> {
-        let s = self.spec;
-        let linux = s.linux().as_ref().expect("checked");
+        let linux = self.spec.linux().as_ref().expect("checked");
         let why = "needs a private mount namespace (linux.namespaces has no mount namespace)";
         if linux.masked_paths().as_ref().is_some_and(|p| !p.is_empty()) {
             return Err(self.err("linux.maskedPaths", why));
@@ -220,13 +220,6 @@ impl Validator<'_> {
             .is_some_and(|p| !p.is_empty())
         {
             return Err(self.err("linux.rootfsPropagation", why));
-        }
-        if s.root()
-            .as_ref()
-            .and_then(|r| r.readonly())
-            .unwrap_or(false)
-        {
-            return Err(self.err("root.readonly", why));
         }
         Ok(())
     }

@@ -399,6 +399,8 @@ fn exec_cgroup_refuses_a_missing_or_escaping_sub_cgroup() {
     exec(&berth, &["--cgroup", "nosuchctl:sub", &id, "true"])
         .assert_exec_error("exec --cgroup nosuchctl:sub")
         .assert_stderr_has("exec", &["no nosuchctl cgroup"]);
+    // "/" is the container's cgroup itself, as runc reads it.
+    exec(&berth, &["--cgroup", "/", &id, "true"]).assert_ok("exec --cgroup /");
 }
 
 /// Removes the directories (sub-cgroups) on drop, deepest first.

@@ -556,6 +556,39 @@ fn a_container_without_a_mount_namespace_refuses_masked_paths() {
         );
 }
 
+/// A read-only root without a mount namespace: a read-only bind of the rootfs onto itself
+/// (as runc makes), gone after delete with the rest (youki's contest ns_itype).
+#[test]
+fn a_container_without_a_mount_namespace_can_have_a_read_only_root() {
+    let berth = Berth::new();
+    let b = Bundle::new();
+    let rootfs = private_rootfs(&b);
+    let b = b
+        .edit(|v| {
+            remove_namespace(v, "mount");
+            v["root"] = json!({"path": rootfs, "readonly": true});
+            v["linux"]
+                .as_object_mut()
+                .unwrap()
+                .retain(|k, _| k != "maskedPaths" && k != "readonlyPaths");
+        })
+        .sh("touch /in-root 2>/dev/null && echo writable; echo done");
+
+    let out = berth.run_to_exit(&b);
+
+    assert_eq!(out.stdout, "done\n", "stderr: {}", out.stderr);
+    assert!(!rootfs.join("in-root").exists());
+    assert_eq!(host_mounts_below(&rootfs), Vec::<String>::new());
+    let root = fs::canonicalize(&rootfs).unwrap();
+    assert!(
+        !fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(root.to_str().unwrap())),
+        "the rootfs bind stayed mounted"
+    );
+}
+
 /// A mount namespace joined by path (`unshare --mount`'s, as runtime-tools' suite does):
 /// the container's root is set up inside it.
 #[test]
@@ -636,6 +669,44 @@ fn time_namespace_applies_the_boottime_offset() {
     assert!(
         inside >= before + offset && inside <= after + offset + 1.0,
         "uptime inside {inside} is not the host's ({before}..{after}) plus {offset}"
+    );
+}
+
+/// The same inside a user namespace, where the offsets are written by a root that the
+/// user namespace maps (youki's contest time_ns does this).
+#[test]
+fn time_namespace_offsets_are_written_in_a_user_namespace() {
+    if !Path::new("/proc/self/ns/time").exists() {
+        return skip(
+            "time_namespace_offsets_are_written_in_a_user_namespace",
+            "this kernel has no time namespaces",
+        );
+    }
+    let b = Bundle::new().args(&["cat", "/proc/uptime"]).edit(|v| {
+        with_user_namespace(v);
+        set_namespace(v, "time", None);
+        v["linux"]["timeOffsets"] = json!({"boottime": {"secs": 2_000_000, "nanosecs": 0}});
+    });
+    let before: f64 = fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let out = Berth::new().run_to_exit(&b);
+
+    let inside: f64 = out
+        .stdout
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        inside >= before + 2_000_000.0,
+        "uptime inside {inside}, host {before}"
     );
 }
 
@@ -1194,6 +1265,40 @@ const HOOK_KINDS: [&str; 6] = [
 /// poststart must wait for startContainer. The startContainer hook takes a second, so that a
 /// runtime that runs poststart without waiting for the exec fails here every time rather than
 /// now and then; a runtime that waits passes however long the hook takes.
+/// A failing poststart or poststop hook is a warning: the hooks after it still run, start
+/// and delete succeed, and the container runs on (runtime-spec; runtime-tools'
+/// poststart_fail and poststop_fail).
+#[test]
+fn a_failing_poststart_or_poststop_hook_is_a_warning_and_the_rest_run() {
+    let berth = Berth::new();
+    let b = Bundle::new().sh("echo ready; exec sleep 1000");
+    let marks = b.subdir("marks", 0o777);
+    let hook = |script: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", script]});
+    let mark = |name: &str| format!("echo {name} >> {}/ran", marks.display());
+    let b = b.edit(|v| {
+        v["hooks"] = json!({
+            "poststart": [hook("exit 3"), hook(&mark("poststart-2"))],
+            "poststop": [hook("exit 4"), hook(&mark("poststop-2"))],
+        });
+    });
+    let id = unique_id("hookwarn");
+
+    berth.create(&id, b.path(), &[]).assert_ok("create");
+    let start = berth.cmd(&["start", &id]);
+    start.assert_ok("start with a failing poststart hook");
+    berth.wait_stdout(&id, "ready");
+    assert_eq!(berth.state(&id)["status"], "running");
+    let delete = berth.cmd(&["delete", "--force", &id]);
+    delete.assert_ok("delete with a failing poststop hook");
+
+    assert!(start.stderr.contains("warning"), "{}", start.stderr);
+    assert!(delete.stderr.contains("warning"), "{}", delete.stderr);
+    assert_eq!(
+        fs::read_to_string(marks.join("ran")).unwrap_or_default(),
+        "poststart-2\npoststop-2\n"
+    );
+}
+
 #[test]
 fn hooks_run_in_order_with_the_state_on_stdin() {
     let berth = Berth::new();

@@ -10,7 +10,8 @@ use nix::mount::{umount2, MntFlags};
 
 use crate::error::{Context, Error, Result};
 
-/// Mounts below `rootfs` (not `rootfs` itself), innermost last, as (id, mount point).
+/// Mounts on and below `rootfs`, as (id, mount point). A mount that was there before create
+/// (the rootfs itself may be one) is in the caller's `before` list.
 fn below(rootfs: &Path) -> Result<Vec<(u32, PathBuf)>> {
     let root = fs::canonicalize(rootfs).ctx(|| format!("resolve {}", rootfs.display()))?;
     let text =
@@ -19,17 +20,17 @@ fn below(rootfs: &Path) -> Result<Vec<(u32, PathBuf)>> {
         .map_err(|e| Error::Init(format!("parse /proc/self/mountinfo: {e}")))?;
     Ok(entries
         .into_iter()
-        .filter(|m| m.mount_point != root && m.mount_point.starts_with(&root))
+        .filter(|m| m.mount_point.starts_with(&root))
         .map(|m| (m.mount_id, m.mount_point))
         .collect())
 }
 
-/// The ids of the mounts below `rootfs` now.
+/// The ids of the mounts on and below `rootfs` now.
 pub fn mounts_below(rootfs: &Path) -> Result<Vec<u32>> {
     Ok(below(rootfs)?.into_iter().map(|(id, _)| id).collect())
 }
 
-/// Detaches every mount below `rootfs` that is not in `before`, the deepest first.
+/// Detaches every mount on or below `rootfs` that is not in `before`, the deepest first.
 pub fn unmount_new_below(rootfs: &Path, before: &[u32]) -> Result<()> {
     let mut new: Vec<(u32, PathBuf)> = below(rootfs)?
         .into_iter()

@@ -66,7 +66,25 @@ fn propagation_flag(p: Option<&str>) -> Result<MsFlags> {
 /// Before the prestart hooks: propagation, the rootfs bind, every mount and the devices.
 pub fn prepare(c: &RootfsContext<'_>) -> Result<()> {
     let linux = c.spec.linux().as_ref().expect("validated");
-    // In the host's mount namespace, the host's propagation and mounts stay as they are.
+    // In the host's mount namespace, the host's propagation and mounts stay as they are;
+    // a read-only root gets a bind of its own there, for finish() to make read-only (as
+    // runc does), which delete removes with the container's other mounts.
+    let readonly_root = c
+        .spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
+    if c.host_mount_ns && readonly_root {
+        mount(
+            Some(c.rootfs),
+            c.rootfs,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx(|| format!("bind {} onto itself", c.rootfs.display()))?;
+    }
     if !c.host_mount_ns {
         let prop = propagation_flag(linux.rootfs_propagation().as_deref())?;
         mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
