@@ -5,6 +5,7 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(
   build-essential pkg-config libseccomp-dev   # build: libseccomp for the seccomp crate
   lld-19                                       # release link: hot code packed by symbol order
+  protobuf-compiler                            # protoc for k8s-cri (the CRI client of the tests)
   busybox-static                               # the built-in test/demo rootfs
   runc crun                                    # peers for comparison and conformance
   podman conmon containerd docker.io skopeo umoci uidmap  # real clients driving berth

@@ -1,6 +1,7 @@
 //! End-to-end tests that drive the runtime under test through real container
-//! clients: podman (through conmon), ctr (containerd + containerd-shim-runc-v2)
-//! and docker (dockerd + containerd).
+//! clients: podman (through conmon), ctr (containerd + containerd-shim-runc-v2),
+//! containerd's CRI (a pod driven as a kubelet would, over gRPC) and docker
+//! (dockerd + containerd).
 //!
 //! The runtime under test is `$BERTH_TEST_RUNTIME` when it is set (for example
 //! `/usr/sbin/runc`, to validate this harness against the reference runtime),
@@ -26,11 +27,17 @@
 //!
 //! - `clients/support.rs`: preconditions, running commands, host state and the guard
 //! - `clients/probe.rs`: the test image, the probe script and the checks on its report
-//! - `clients/containerd.rs`: a private containerd for the ctr and docker tests
-//! - `clients/podman.rs`, `clients/ctr.rs`, `clients/docker.rs`: one test per client
+//! - `clients/containerd.rs`: a private containerd for the ctr, cri and docker tests
+//! - `clients/cri_client.rs`: a CRI v1 client with a deadline on every call
+//! - `clients/podman.rs`, `clients/ctr.rs`, `clients/cri.rs`, `clients/docker.rs`: one test
+//!   per client
 
 #[path = "clients/containerd.rs"]
 mod containerd;
+#[path = "clients/cri.rs"]
+mod cri;
+#[path = "clients/cri_client.rs"]
+mod cri_client;
 #[path = "clients/ctr.rs"]
 mod ctr;
 #[path = "clients/docker.rs"]
@@ -50,6 +57,11 @@ fn podman() {
 #[test]
 fn ctr() {
     ctr::ctr();
+}
+
+#[test]
+fn cri() {
+    cri::cri();
 }
 
 #[test]

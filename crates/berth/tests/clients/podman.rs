@@ -2,15 +2,24 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::probe::{
     assert_runtime_forgot, assert_runtime_runs, build_image, check_exec, check_run_probes,
     make_volume, runtime_state, IMAGE,
 };
 use crate::support::{
-    process_cmdline, require_root, require_tools, run_cmd, run_ok, runtime_under_test, serial,
-    Harness, TEARDOWN_TIMEOUT,
+    process_cmdline, require_root, require_tools, run_cmd, run_ok, run_quietly, runtime_under_test,
+    serial, CmdOut, Harness, TEARDOWN_TIMEOUT,
 };
+
+/// Limit for a podman command that must not wait for anything (a stop or
+/// kill of an exited container, `stop -t 1`): it fails the test at once.
+const QUICK: Duration = Duration::from_secs(15);
+/// A stop or rm of a container that has exited takes well under a second;
+/// podman's own stop timeout is 10 s.
+const QUICK_STOP: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct Podman {
@@ -217,6 +226,8 @@ pub(crate) fn podman() {
 
     run_ok(pm.cmd().args(["rm", "--force", "--time", "0", "probe"]));
     assert_runtime_forgot("podman", &runtime, None, &id);
+
+    check_stop_kill_rm(&pm, &runtime);
     let left = run_ok(pm.cmd().args(["ps", "--all", "--quiet"]));
     assert!(
         left.stdout.trim().is_empty(),
@@ -225,4 +236,130 @@ pub(crate) fn podman() {
     );
 
     h.finish();
+}
+
+/// podman's stop, kill and rm of containers that have already exited, and a
+/// stop that has to fall back to SIGKILL. podman asks the runtime for the
+/// container's state and to kill it, and reads its answers: with runc and
+/// with berth every step ends quickly, in the same way.
+fn check_stop_kill_rm(pm: &Podman, runtime: &Path) {
+    // Killed with SIGKILL; a stop right after it (podman may still think it
+    // runs, and then has the runtime signal a dead container), a kill of the
+    // exited container, and rm.
+    let id = run_ok(
+        pm.run()
+            .args(["--detach", "--name", "killed", IMAGE, "sleep", "600"]),
+    )
+    .stdout
+    .trim()
+    .to_string();
+    run_ok(pm.cmd().args(["kill", "killed"]));
+    assert_quick_success(
+        run_cmd(pm.cmd().args(["stop", "killed"]), QUICK),
+        QUICK_STOP,
+    );
+    let code = run_ok(
+        pm.cmd()
+            .args(["inspect", "--format", "{{.State.ExitCode}}", "killed"]),
+    );
+    assert_eq!(
+        code.stdout.trim(),
+        "137",
+        "exit code after podman kill (SIGKILL)"
+    );
+    let kill = run_cmd(pm.cmd().args(["kill", "killed"]), QUICK);
+    assert!(
+        !kill.timed_out
+            && kill.code() == Some(125)
+            && kill
+                .stderr
+                .trim()
+                .starts_with("Error: can only kill running containers."),
+        "podman kill of an exited container must be podman's own refusal, as with runc: {}",
+        kill.summary()
+    );
+    assert_quick_success(run_cmd(pm.cmd().args(["rm", "killed"]), QUICK), QUICK_STOP);
+    assert_runtime_forgot("podman", runtime, None, &id);
+
+    // Exits by itself. Once the runtime no longer reports it running, and
+    // before podman looks, stop it (podman asks the runtime's `state`), then
+    // rm it.
+    let id = run_ok(
+        pm.run()
+            .args(["--detach", "--name", "quits", IMAGE, "sh", "-c", "exit 3"]),
+    )
+    .stdout
+    .trim()
+    .to_string();
+    let start = Instant::now();
+    while runtime_state_quietly(runtime, &id).as_deref() == Some("running") {
+        assert!(
+            start.elapsed() < QUICK,
+            "container {id} still running after {QUICK:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_quick_success(run_cmd(pm.cmd().args(["stop", "quits"]), QUICK), QUICK_STOP);
+    let code = run_ok(
+        pm.cmd()
+            .args(["inspect", "--format", "{{.State.ExitCode}}", "quits"]),
+    );
+    assert_eq!(
+        code.stdout.trim(),
+        "3",
+        "exit code of a container that exits 3"
+    );
+    assert_quick_success(run_cmd(pm.cmd().args(["rm", "quits"]), QUICK), QUICK_STOP);
+    assert_runtime_forgot("podman", runtime, None, &id);
+
+    // Ignores SIGTERM: `stop -t 1` waits a second, then SIGKILL.
+    run_ok(pm.run().args([
+        "--detach",
+        "--name",
+        "stubborn",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap '' TERM; exec sleep 600",
+    ]));
+    let stop = run_cmd(pm.cmd().args(["stop", "--time", "1", "stubborn"]), QUICK);
+    assert!(
+        stop.elapsed() >= Duration::from_secs(1),
+        "podman stop -t 1 did not wait for the grace period: {}",
+        stop.summary()
+    );
+    assert_quick_success(stop, Duration::from_secs(1) + QUICK_STOP);
+    let code = run_ok(
+        pm.cmd()
+            .args(["inspect", "--format", "{{.State.ExitCode}}", "stubborn"]),
+    );
+    assert_eq!(
+        code.stdout.trim(),
+        "137",
+        "exit code after podman stop -t 1 of a container that ignores SIGTERM"
+    );
+    run_ok(pm.cmd().args(["rm", "stubborn"]));
+}
+
+/// The command succeeded within `within`: it did not wait out podman's stop
+/// timeout (10 s) or hang.
+fn assert_quick_success(out: CmdOut, within: Duration) {
+    assert!(out.success(), "{}", out.summary());
+    assert!(
+        out.elapsed() < within,
+        "took {:.1}s, more than {within:?}: {}",
+        out.elapsed().as_secs_f64(),
+        out.summary()
+    );
+}
+
+/// The runtime's `status` of a container (default root, as podman uses it),
+/// or `None` once it does not know it; without the transcript (polling).
+fn runtime_state_quietly(runtime: &Path, id: &str) -> Option<String> {
+    let out = run_quietly(Command::new(runtime).args(["state", id]), QUICK);
+    if !out.success() {
+        return None;
+    }
+    let state: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    state["status"].as_str().map(str::to_string)
 }

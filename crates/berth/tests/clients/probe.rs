@@ -101,7 +101,7 @@ fn oci_arch() -> &'static str {
     }
 }
 
-fn sha256_hex(path: &Path) -> String {
+pub(crate) fn sha256_hex(path: &Path) -> String {
     let out = run_ok(Command::new("sha256sum").arg(path));
     let hex = out
         .stdout

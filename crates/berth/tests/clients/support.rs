@@ -4,7 +4,7 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Mutex, MutexGuard};
@@ -49,6 +49,10 @@ const GLOBAL_PATHS: &[&str] = &[
     "/run/berth", // same for berth, whatever its default root turns out to be
     "/run/crun",
 ];
+
+/// Where containerd 1.6 shims put their sockets, whatever containerd's
+/// configuration says. A shim the guard kills leaves its socket behind.
+const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
 
 /// Cgroups a client keeps under the parent by design: podman puts conmon in
 /// `<parent>/conmon` with the cgroupfs manager and never removes it.
@@ -176,6 +180,10 @@ impl CmdOut {
 
     pub(crate) fn code(&self) -> Option<i32> {
         self.status.code()
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.elapsed
     }
 
     pub(crate) fn summary(&self) -> String {
@@ -440,6 +448,24 @@ pub(crate) fn process_cmdline(pid: i32) -> String {
         .unwrap_or_default()
 }
 
+/// Entries of a directory (none when it does not exist).
+fn dir_entries(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Paths of the unix sockets some process has bound (/proc/net/unix).
+fn listening_unix_sockets() -> Vec<PathBuf> {
+    fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(7))
+        .map(PathBuf::from)
+        .collect()
+}
+
 /// Processes whose command line mentions `needle` (shims, conmon, ...).
 fn pids_mentioning(needle: &str) -> Vec<i32> {
     let me = std::process::id() as i32;
@@ -500,6 +526,7 @@ pub(crate) struct Harness {
     teardowns: Vec<(String, Teardown)>,
     logs: Vec<(String, PathBuf)>,
     global_paths_before: Vec<(PathBuf, bool)>,
+    shim_sockets_before: Vec<PathBuf>,
     ip_forward_before: Option<String>,
     cleaned: bool,
 }
@@ -531,6 +558,7 @@ impl Harness {
             .iter()
             .map(|d| (PathBuf::from(d), Path::new(d).exists()))
             .collect();
+        let shim_sockets_before = dir_entries(Path::new(SHIM_SOCKET_DIR));
         let ip_forward_before = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").ok();
         eprintln!(
             "[{client}] state in {}, cgroup parent /{cgroup_parent}",
@@ -546,6 +574,7 @@ impl Harness {
             teardowns: Vec::new(),
             logs: Vec::new(),
             global_paths_before,
+            shim_sockets_before,
             ip_forward_before,
             cleaned: false,
         }
@@ -579,6 +608,25 @@ impl Harness {
     /// storage drivers cannot be stacked.
     pub(crate) fn on_overlayfs(&self) -> bool {
         fs_type_of(&self.root) == "overlay"
+    }
+
+    /// Mount points under the test's directory (what the daemons and the
+    /// runtime mounted there and have not unmounted).
+    pub(crate) fn mounts_under_dir(&self) -> Vec<PathBuf> {
+        host_mounts()
+            .into_iter()
+            .map(|m| m.mount_point)
+            .filter(|p| p.starts_with(&self.root))
+            .collect()
+    }
+
+    /// Live processes whose command line names the test's directory (the
+    /// daemons, shims, conmon), with their command lines.
+    pub(crate) fn processes_naming_dir(&self) -> Vec<(i32, String)> {
+        pids_mentioning(&self.root.to_string_lossy())
+            .into_iter()
+            .map(|pid| (pid, process_cmdline(pid)))
+            .collect()
     }
 
     /// Registers a log file whose tail is printed when the test fails.
@@ -765,7 +813,25 @@ impl Harness {
             }
         }
         // 6. What clients create outside their directories whatever they
-        //    are told (GLOBAL_PATHS).
+        //    are told: the sockets of the shims killed above (new ones that
+        //    nothing listens on), then GLOBAL_PATHS.
+        let listening = listening_unix_sockets();
+        for socket in dir_entries(Path::new(SHIM_SOCKET_DIR)) {
+            if self.shim_sockets_before.contains(&socket) || listening.contains(&socket) {
+                continue;
+            }
+            let is_socket = fs::symlink_metadata(&socket)
+                .map(|m| m.file_type().is_socket())
+                .unwrap_or(false);
+            if is_socket {
+                eprintln!(
+                    "[{}] removing dead shim socket {}",
+                    self.client,
+                    socket.display()
+                );
+                let _ = fs::remove_file(&socket);
+            }
+        }
         for (path, existed) in &self.global_paths_before {
             let Ok(meta) = fs::symlink_metadata(path) else {
                 continue;
