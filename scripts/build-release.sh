@@ -23,24 +23,49 @@ target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 pkg="${1:-berth}"
 case "$pkg" in
   berth)
-    flags="-C target-feature=+crt-static"
-    lld="$(ls /usr/lib/llvm-*/bin/ld.lld 2>/dev/null | sort -V | tail -n 1)"
-    if [ -n "$lld" ] && [ -f scripts/berth-symbols.order ]; then
-      # Under a name that changes with its content, so that cargo relinks when it does.
-      sum="$(sha256sum scripts/berth-symbols.order | cut -c1-16)"
-      mkdir -p "$target_dir"
-      order="$target_dir/berth-symbols-$sum.order"
-      cp scripts/berth-symbols.order "$order"
-      flags="$flags -C link-arg=-fuse-ld=lld -C link-arg=-B$(dirname "$lld")"
-      flags="$flags -C link-arg=-Wl,--symbol-ordering-file=$order"
-      flags="$flags -C link-arg=-Wl,--no-warn-symbol-ordering"
-    fi
-    # The symbol table stays in cargo's output (the order is traced on it; profile
-    # settings also change symbol names, so it must be this very build); the copy printed
-    # is stripped.
-    RUSTFLAGS="${RUSTFLAGS:-} $flags" CARGO_PROFILE_RELEASE_STRIP=none \
-      cargo build --release -p berth --target "$target" >&2
     out="$target_dir/$target/release/berth"
+    lld="$(ls /usr/lib/llvm-*/bin/ld.lld 2>/dev/null | sort -V | tail -n 1)"
+    # The symbol table stays in cargo's output (the order names its symbols; profile
+    # settings change symbol names, so it must be this very build); the copy printed is
+    # stripped.
+    build() { # ORDER_FILE (empty: no ordering)
+      local flags="-C target-feature=+crt-static"
+      if [ -n "$1" ]; then
+        flags="$flags -C link-arg=-fuse-ld=lld -C link-arg=-B$(dirname "$lld")"
+        flags="$flags -C link-arg=-Wl,--symbol-ordering-file=$1"
+        flags="$flags -C link-arg=-Wl,--no-warn-symbol-ordering"
+      fi
+      RUSTFLAGS="${RUSTFLAGS:-} $flags" CARGO_PROFILE_RELEASE_STRIP=none \
+        cargo build --release -p berth --target "$target" >&2
+    }
+    # Under a name that changes with its content, so that cargo relinks when it does.
+    stage() { # FILE: its path under the target dir
+      local p="$target_dir/berth-symbols-$(sha256sum "$1" | cut -c1-16).order"
+      mkdir -p "$target_dir"
+      cp "$1" "$p"
+      echo "$p"
+    }
+    if [ -n "$lld" ] && [ -f scripts/berth-symbols.order ]; then
+      order="$(stage scripts/berth-symbols.order)"
+      # A remapping of this very order file, made by an earlier build.
+      remapped="${order%.order}.remapped"
+      if [ -f "$remapped" ]; then
+        order="$(stage "$remapped")"
+      fi
+      build "$order"
+      # Names go stale when a crate's dependencies change (the hash in them does):
+      # found again under their new names, and linked once more.
+      total=$(wc -l <"$order")
+      found=$(nm --defined-only "$out" | awk '{print $3}' | sort -u |
+        comm -12 - <(sort -u "$order") | wc -l)
+      if [ $((found * 10)) -lt $((total * 9)) ]; then
+        echo "build-release.sh: $found of $total ordered symbols found; remapping" >&2
+        python3 scripts/symbol-order.py --remap "$out" scripts/berth-symbols.order "$remapped"
+        build "$(stage "$remapped")"
+      fi
+    else
+      build ""
+    fi
     strip --strip-all -o "$out.stripped" "$out"
     echo "$out.stripped" ;;
   berthctl)

@@ -14,6 +14,7 @@ traced the same way, each with its own copy of the code. The commands run are th
 container's life: run, create/start/state/kill/delete, exec, and --version.
 
     sudo scripts/symbol-order.py        # then commit scripts/berth-symbols.order
+    scripts/symbol-order.py --remap BINARY ORDER OUT   # (build-release.sh does this)
 
 It builds berth with scripts/build-release.sh, traces the build's unstripped binary on the
 benchmark's bundle (bench/config.json and a busybox rootfs) and writes
@@ -200,7 +201,36 @@ class Tracer:
         return exit_status
 
 
+def remap(binary, order_file, out_file):
+    """Writes ORDER_FILE's names as BINARY has them now.
+
+    A Rust symbol's name ends in a hash of its crate's build metadata, which changes when
+    the crate's dependencies do: the traced order then names functions that are still
+    there under other names. Matched without that hash (every instance of a generic
+    function shares the rest), they are found again.
+    """
+    import re
+    strip = re.compile(r"17h[0-9a-f]{16}E$")
+    current = {}
+    for name in functions(binary).values():
+        current.setdefault(strip.sub("E", name), []).append(name)
+    have = {n for names in current.values() for n in names}
+    out, seen = [], set()
+    for line in open(order_file):
+        name = line.strip()
+        found = [name] if name in have else current.get(strip.sub("E", name), [])
+        for n in found:
+            if n not in seen:
+                seen.add(n)
+                out.append(n)
+    with open(out_file, "w") as f:
+        f.write("".join(n + "\n" for n in out))
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--remap":
+        remap(*sys.argv[2:])
+        return
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = os.path.join(repo, "scripts", "berth-symbols.order")
     stripped = subprocess.run(["bash", os.path.join(repo, "scripts", "build-release.sh")],
