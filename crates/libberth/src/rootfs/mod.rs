@@ -75,21 +75,13 @@ pub fn prepare(c: &RootfsContext<'_>) -> Result<()> {
         .as_ref()
         .and_then(|r| r.readonly())
         .unwrap_or(false);
-    if c.host_mount_ns && readonly_root {
-        mount(
-            Some(c.rootfs),
-            c.rootfs,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .ctx(|| format!("bind {} onto itself", c.rootfs.display()))?;
-    }
     if !c.host_mount_ns {
         let prop = propagation_flag(linux.rootfs_propagation().as_deref())?;
         mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
             .ctx(|| "set propagation of / in the container's mount namespace".into())?;
         make_parent_private(c.rootfs)?;
+    }
+    if !c.host_mount_ns || readonly_root {
         mount(
             Some(c.rootfs),
             c.rootfs,
