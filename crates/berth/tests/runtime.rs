@@ -201,3 +201,30 @@ fn default_test_bundle_runs() {
 
     assert_eq!(out.stdout.trim(), "bundle-ok", "stderr: {}", out.stderr);
 }
+
+/// A command line clap cannot take is one line naming what it could not take, and exit
+/// status 1, as runc's usage errors (not clap's seven lines and 2).
+#[test]
+fn a_usage_error_is_one_line_naming_the_argument() {
+    let berth = Berth::new();
+
+    let out = berth.cmd(&["state", "-x"]);
+
+    out.assert_error("state -x")
+        .assert_stderr_has("state -x", &["'-x'", "error"]);
+    let out = berth.cmd(&["kill"]);
+    out.assert_error("kill without an id")
+        .assert_stderr_has("kill", &["<CONTAINER_ID>"]);
+}
+
+/// An id that looks like a flag is a valid id after `--` (runc's id rules allow it).
+#[test]
+fn an_id_that_looks_like_a_flag_runs_after_a_double_dash() {
+    let berth = Berth::new();
+    let b = Bundle::new().sh("echo ran");
+
+    let out = berth.run("-x", b.path(), &["--"]);
+
+    out.assert_ok("run -- -x");
+    assert_eq!(berth.container_stdout("-x"), "ran\n");
+}
