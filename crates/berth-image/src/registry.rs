@@ -31,7 +31,9 @@ pub use auth::{AuthError, AuthStore};
 pub use config::{ConfigError, Endpoint, Mirror, RegistriesConfig, RegistryEntry};
 pub use pull::{Progress, PullError, PullOptions, Puller};
 pub use reference::{ImageName, NameError};
-pub use token::TokenError;
+/// The challenge parser and the realm check, public for the fuzz targets: both read what a
+/// registry (or whoever answers in its name) sends.
+pub use token::{check_realm, parse_challenge, Challenge, TokenError};
 
 pub use crate::platform::Platform;
 

@@ -18,7 +18,7 @@ pub(crate) const MAX_TOKEN_RESPONSE: usize = 1 << 20;
 
 /// What a `WWW-Authenticate` header asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Challenge {
+pub enum Challenge {
     /// HTTP basic authentication.
     Basic,
     /// A token from `realm`.
@@ -58,7 +58,7 @@ pub enum TokenError {
 /// Parses one challenge of a `WWW-Authenticate` value: a scheme, then `key=value` or
 /// `key="quoted value"` pairs separated by commas (a quoted value may hold commas, as a
 /// scope with several actions does). None for a header that says nothing usable.
-pub(crate) fn parse_challenge(h: &str) -> Option<Challenge> {
+pub fn parse_challenge(h: &str) -> Option<Challenge> {
     let h = h.trim();
     let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
     if scheme.eq_ignore_ascii_case("basic") {
@@ -121,7 +121,7 @@ fn auth_params(s: &str) -> Option<Vec<(String, String)>> {
 /// The realm as a URL, refused when it is not http(s) or when it would take credentials
 /// from an https registry to plain http. `registry_scheme` is the scheme the registry's
 /// 401 came over.
-pub(crate) fn check_realm(registry_scheme: &str, realm: &str) -> Result<Url, TokenError> {
+pub fn check_realm(registry_scheme: &str, realm: &str) -> Result<Url, TokenError> {
     let url = Url::parse(realm).map_err(|_| TokenError::BadRealm {
         realm: realm.to_string(),
     })?;
