@@ -17,8 +17,6 @@ pub mod registry;
 pub mod runconfig;
 pub mod snapshot;
 pub mod tarbound;
-#[cfg(test)]
-mod testutil;
 pub mod unpack;
 
 pub use content::{ContentStore, Writer};

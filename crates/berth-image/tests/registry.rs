@@ -535,71 +535,12 @@ fn docker_schema2() {
     assert_eq!(env.file(&f, "marker").as_deref(), Some("v2s2"));
 }
 
-/// Pushes a two-platform index (amd64 and arm64, each image with its own marker) as
-/// `test/multi:1`; returns the two manifest digests and the index digest.
-fn push_index(reg: &Registry) -> (String, String, Digest) {
-    let l = files_layout("amd64");
-    let p = l.path();
-    std::process::Command::new("umoci")
-        .args(["new", "--image"])
-        .arg(format!("{}:arm", p.display()))
-        .status()
-        .unwrap();
-    let tree = l.dir.path().join("armtree");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("marker"), "arm64").unwrap();
-    l.insert("arm", &tree, "/");
-    l.config("arm", &["--architecture", "arm64"]);
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p.join("index.json")).unwrap()).unwrap();
-    let find = |tag: &str| {
-        index["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-            .unwrap()
-            .clone()
-    };
-    let mut amd = find("t");
-    let mut arm = find("arm");
-    amd["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
-    arm["platform"] = serde_json::json!({"os": "linux", "architecture": "arm64"});
-    for m in [&mut amd, &mut arm] {
-        m.as_object_mut().unwrap().remove("annotations");
-    }
-    let nested = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [amd.clone(), arm.clone()]
-    }))
-    .unwrap();
-    let nd = Digest::of(Algorithm::Sha256, &nested);
-    std::fs::write(p.join("blobs/sha256").join(nd.hex()), &nested).unwrap();
-    let mut top = index.clone();
-    top["manifests"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "digest": nd.to_string(),
-            "size": nested.len(),
-            "annotations": {"org.opencontainers.image.ref.name": "multi"}
-        }));
-    std::fs::write(p.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
-    reg.push(&p, "multi", "test/multi:1", &["--all"]);
-    (
-        amd["digest"].as_str().unwrap().to_string(),
-        arm["digest"].as_str().unwrap().to_string(),
-        nd,
-    )
-}
-
 #[test]
 fn an_index_gives_each_platform_its_manifest() {
     support::require_tools();
     let reg = Registry::start(Mode::Http);
-    let (amd, arm, index) = push_index(&reg);
+    let (amd, arm, index) =
+        support::push_two_platforms(&reg, &files_layout("amd64"), "test/multi:1");
     let env = Env::new();
     let name = format!("{}/test/multi:1", reg.host());
     let (r, _) = env.pull_with(env.config(""), env.auth(None), &name, Some("linux/amd64"));
@@ -617,7 +558,7 @@ fn an_index_gives_each_platform_its_manifest() {
 fn an_index_without_the_platform_lists_those_it_has() {
     support::require_tools();
     let reg = Registry::start(Mode::Http);
-    push_index(&reg);
+    support::push_two_platforms(&reg, &files_layout("amd64"), "test/multi:1");
     let env = Env::new();
     let name = format!("{}/test/multi:1", reg.host());
     let (r, _) = env.pull_with(env.config(""), env.auth(None), &name, Some("linux/s390x"));
@@ -1150,17 +1091,17 @@ fn endless_bodies_are_cut_at_their_bounds() {
     ] {
         // 512 MiB of address space: a pull fits in far less; buffering an endless body
         // does not.
-        let out = support::rerun_limited(
+        let out = berth_testkit::rerun_limited(
             ME,
             &[("BERTH_ENDLESS", case)],
             512 << 20,
             std::time::Duration::from_secs(120),
         );
-        let support::Rerun::Done { code, stdout } = out else {
+        let berth_testkit::Rerun::Done { code, stdout } = out else {
             panic!("{case}: the pull hung");
         };
         assert_eq!(code, Some(0), "{case}: the pull died: {stdout}");
-        let got = support::result_line(&stdout).expect("a result line");
+        let got = berth_testkit::result_line(&stdout).expect("a result line");
         assert!(
             got.contains(want) && got.len() < 1024,
             "{case}: one short line naming what was too large: {got}"

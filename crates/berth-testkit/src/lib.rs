@@ -8,8 +8,16 @@
 //! A test may skip only where the machine truly lacks what it checks (a kernel feature, a
 //! controller, root); a test that cannot run on the CI machine at all is `#[ignore]`d
 //! with the reason instead, so that it is never counted as passing, and README says so.
+//!
+//! [`limit_address_space`] and [`rerun_limited`] are for tests of hostile input that tries
+//! to exhaust memory: the code under test runs in a child whose address space is bounded,
+//! so that it dies of the bound instead of taking the machine's memory.
 
 use std::io::Write;
+
+mod limited;
+
+pub use limited::{limit_address_space, rerun_limited, result_line, Rerun};
 
 /// The prefix `scripts/test.sh` collects.
 pub const PREFIX: &str = "SKIPPED";

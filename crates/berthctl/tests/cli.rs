@@ -6,10 +6,14 @@
 mod commands;
 #[path = "cli/hostile.rs"]
 mod hostile;
+#[path = "../../berth-image/tests/support/layout.rs"]
+mod layout;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use layout::Layout;
 
 struct Ctl {
     dir: tempfile::TempDir,
@@ -62,6 +66,33 @@ impl Ctl {
         let o = self.out(args);
         assert_eq!(o.status.code(), Some(code), "berthctl {args:?}");
         String::from_utf8(o.stderr).unwrap()
+    }
+
+    /// Runs berthctl under script(1), which gives it a terminal: `args` are its arguments
+    /// as a shell line. stdout is what the terminal showed.
+    fn on_terminal(&self, args: &str) -> Output {
+        if Command::new("script").arg("--version").output().is_err() {
+            panic!("script is not installed (util-linux)");
+        }
+        let cmdline = format!(
+            "{} --root {} --runroot {} {args}",
+            env!("CARGO_BIN_EXE_berthctl"),
+            self.root().display(),
+            self.dir.path().join("run").display()
+        );
+        Command::new("script")
+            .args(["-qec", &cmdline, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// The config.json berthctl wrote for container `id`: what the runtime is told.
+    fn bundle_config(&self, id: &str) -> serde_json::Value {
+        let path = self
+            .root()
+            .join(format!("containers/{id}/bundle/config.json"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
 }
 
@@ -366,14 +397,7 @@ fn powercap_is_masked() {
     // ... and in what the runtime is told, which this host (without powercap) cannot show
     // from inside.
     let id = ctl.ok(&["run", "-d", BB, "true"]).trim().to_string();
-    let config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            ctl.root()
-                .join(format!("containers/{id}/bundle/config.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let config = ctl.bundle_config(&id);
     let masked = config["linux"]["maskedPaths"].as_array().unwrap();
     assert!(
         masked.contains(&serde_json::json!("/sys/devices/virtual/powercap")),
@@ -595,43 +619,16 @@ fn import_tag_rmi_prune() {
 fn many_layers_run() {
     // 120 layers: more than mount(2)'s option page could name.
     let ctl = Ctl::new();
-    let layout = ctl.dir.path().join("layout");
-    let umoci = |args: &[&str]| {
-        let o = Command::new("umoci").args(args).output().expect("umoci");
-        assert!(
-            o.status.success(),
-            "umoci {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    if Command::new("umoci").arg("--version").output().is_err() {
-        panic!("umoci is not installed (scripts/install-deps.sh installs it)");
-    }
-    let l = layout.to_str().unwrap();
-    umoci(&["init", "--layout", l]);
-    umoci(&["new", "--image", &format!("{l}:t")]);
+    let layout = Layout::new("t");
     busybox_rootfs_tar(ctl.dir.path());
     // A busybox layer, then one file per layer.
-    let tree = ctl.dir.path().join("tree");
-    umoci(&[
-        "insert",
-        "--image",
-        &format!("{l}:t"),
-        tree.to_str().unwrap(),
-        "/",
-    ]);
+    layout.insert("t", &ctl.dir.path().join("tree"), "/");
     for i in 0..119 {
         let f = ctl.dir.path().join(format!("f{i}"));
         std::fs::write(&f, format!("{i}")).unwrap();
-        umoci(&[
-            "insert",
-            "--image",
-            &format!("{l}:t"),
-            f.to_str().unwrap(),
-            &format!("/layers/f{i}"),
-        ]);
+        layout.insert("t", &f, &format!("/layers/f{i}"));
     }
-    let out = ctl.ok(&["load", "-i", l]);
+    let out = ctl.ok(&["load", "-i", layout.path().to_str().unwrap()]);
     assert!(out.contains("Loaded image"), "{out}");
     let img = ctl.ok(&["images", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&img).unwrap();
@@ -762,9 +759,6 @@ fn podman_round_trip() {
 
 #[test]
 fn image_stop_signal_volumes_entrypoint_and_user() {
-    if Command::new("umoci").arg("--version").output().is_err() {
-        panic!("umoci is not installed (scripts/install-deps.sh installs it)");
-    }
     let ctl = Ctl::new();
     busybox_rootfs_tar(ctl.dir.path());
     let tree = ctl.dir.path().join("tree");
@@ -787,45 +781,28 @@ fn image_stop_signal_volumes_entrypoint_and_user() {
     for a in ["id", "grep", "sleep", "echo", "cat", "stat"] {
         let _ = std::os::unix::fs::symlink("busybox", tree.join("bin").join(a));
     }
-    let layout = ctl.dir.path().join("layout");
-    let l = layout.to_str().unwrap();
-    let umoci = |args: &[&str]| {
-        let o = Command::new("umoci").args(args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "umoci {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    umoci(&["init", "--layout", l]);
-    umoci(&["new", "--image", &format!("{l}:1")]);
-    umoci(&[
-        "insert",
-        "--image",
-        &format!("{l}:1"),
-        tree.to_str().unwrap(),
-        "/",
-    ]);
-    umoci(&[
-        "config",
-        "--image",
-        &format!("{l}:1"),
-        "--config.entrypoint",
-        "/bin/sh",
-        "--config.entrypoint",
-        "-c",
-        "--config.cmd",
-        "trap 'echo got usr1; exit 42' USR1; echo ready; while true; do sleep 0.1; done",
-        "--config.stopsignal",
-        "SIGUSR1",
-        "--config.volume",
-        "/data",
-        "--config.user",
-        "app",
-        "--config.workingdir",
-        "/data",
-    ]);
-    ctl.ok(&["load", "-i", l]);
+    let layout = Layout::new("1");
+    layout.insert("1", &tree, "/");
+    layout.config(
+        "1",
+        &[
+            "--config.entrypoint",
+            "/bin/sh",
+            "--config.entrypoint",
+            "-c",
+            "--config.cmd",
+            "trap 'echo got usr1; exit 42' USR1; echo ready; while true; do sleep 0.1; done",
+            "--config.stopsignal",
+            "SIGUSR1",
+            "--config.volume",
+            "/data",
+            "--config.user",
+            "app",
+            "--config.workingdir",
+            "/data",
+        ],
+    );
+    ctl.ok(&["load", "-i", layout.path().to_str().unwrap()]);
     let id = ctl.ok(&["images", "-q"]);
     let id = id.trim();
     let c = ctl.ok(&["run", "-d", "--name", "svc", id]);
@@ -890,22 +867,9 @@ fn image_stop_signal_volumes_entrypoint_and_user() {
 
 #[test]
 fn a_terminal_with_it() {
-    if Command::new("script").arg("--version").output().is_err() {
-        panic!("script is not installed (util-linux)");
-    }
     let ctl = Ctl::new();
     ctl.ok(&["run", "--rm", BB, "true"]);
-    let cmdline = format!(
-        "{} --root {} --runroot {} run --rm -it {BB} sh -c 'tty; echo $TERM'",
-        env!("CARGO_BIN_EXE_berthctl"),
-        ctl.root().display(),
-        ctl.dir.path().join("run").display()
-    );
-    let o = Command::new("script")
-        .args(["-qec", &cmdline, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let o = ctl.on_terminal(&format!("run --rm -it {BB} sh -c 'tty; echo $TERM'"));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("/dev/pts/0") && out.contains("xterm"), "{out}");
     assert_clean(&ctl);
@@ -913,44 +877,18 @@ fn a_terminal_with_it() {
 
 #[test]
 fn shared_layers_stay_until_no_image_uses_them() {
-    if Command::new("umoci").arg("--version").output().is_err() {
-        panic!("umoci is not installed (scripts/install-deps.sh installs it)");
-    }
     let ctl = Ctl::new();
     busybox_rootfs_tar(ctl.dir.path());
-    let layout = ctl.dir.path().join("layout");
-    let l = layout.to_str().unwrap();
-    let umoci = |args: &[&str]| {
-        let o = Command::new("umoci").args(args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "umoci {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    umoci(&["init", "--layout", l]);
-    umoci(&["new", "--image", &format!("{l}:base")]);
-    umoci(&[
-        "insert",
-        "--image",
-        &format!("{l}:base"),
-        ctl.dir.path().join("tree").to_str().unwrap(),
-        "/",
-    ]);
+    let layout = Layout::new("base");
+    layout.insert("base", &ctl.dir.path().join("tree"), "/");
     // `top` is `base` plus one layer: the base layer is shared.
-    umoci(&["tag", "--image", &format!("{l}:base"), "top"]);
+    layout.tag("base", "top");
     let extra = ctl.dir.path().join("extra");
     std::fs::write(&extra, "top only").unwrap();
-    umoci(&[
-        "insert",
-        "--image",
-        &format!("{l}:top"),
-        extra.to_str().unwrap(),
-        "/extra",
-    ]);
+    layout.insert("top", &extra, "/extra");
     // Name them as podman would, so they load with names.
     let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(layout.path().join("index.json")).unwrap()).unwrap();
     let mut index = index;
     for m in index["manifests"].as_array_mut().unwrap() {
         let tag = m["annotations"]["org.opencontainers.image.ref.name"]
@@ -961,11 +899,11 @@ fn shared_layers_stay_until_no_image_uses_them() {
             format!("localhost/shared:{tag}").into();
     }
     std::fs::write(
-        layout.join("index.json"),
+        layout.path().join("index.json"),
         serde_json::to_vec(&index).unwrap(),
     )
     .unwrap();
-    ctl.ok(&["load", "-i", l]);
+    ctl.ok(&["load", "-i", layout.path().to_str().unwrap()]);
     assert_eq!(
         ctl.ok(&["run", "--rm", "shared:base", "cat", "/marker"]),
         "imported"

@@ -111,80 +111,11 @@ fn login_pull_run_logout() {
     );
 }
 
-/// Pushes a two-platform index as `repo_tag`: linux/amd64 is busybox with /marker "amd64",
-/// linux/arm64 holds only /marker "arm64".
-fn push_two_platforms(reg: &Registry, repo_tag: &str) {
-    let l = busybox_layout("amd64");
-    let p = l.path();
-    let umoci = |args: &[&str]| {
-        let o = Command::new("umoci").args(args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "umoci {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    umoci(&["new", "--image", &format!("{}:arm", p.display())]);
-    let tree = l.dir.path().join("armtree");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("marker"), "arm64").unwrap();
-    umoci(&[
-        "insert",
-        "--image",
-        &format!("{}:arm", p.display()),
-        tree.to_str().unwrap(),
-        "/",
-    ]);
-    umoci(&[
-        "config",
-        "--image",
-        &format!("{}:arm", p.display()),
-        "--architecture",
-        "arm64",
-    ]);
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p.join("index.json")).unwrap()).unwrap();
-    let find = |tag: &str| {
-        let mut m = index["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-            .unwrap()
-            .clone();
-        m.as_object_mut().unwrap().remove("annotations");
-        m
-    };
-    let (mut amd, mut arm) = (find("t"), find("arm"));
-    amd["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
-    arm["platform"] = serde_json::json!({"os": "linux", "architecture": "arm64"});
-    let nested = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [amd, arm]
-    }))
-    .unwrap();
-    let nd = berth_image::Digest::of(berth_image::Algorithm::Sha256, &nested);
-    std::fs::write(p.join("blobs/sha256").join(nd.hex()), &nested).unwrap();
-    let mut top = index.clone();
-    top["manifests"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "digest": nd.to_string(),
-            "size": nested.len(),
-            "annotations": {"org.opencontainers.image.ref.name": "multi"}
-        }));
-    std::fs::write(p.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
-    reg.push(&p, "multi", repo_tag, &["--all"]);
-}
-
 #[test]
 fn login_with_password_stdin_then_pull_by_platform() {
     support::require_tools();
     let reg = Registry::start(Mode::Basic);
-    push_two_platforms(&reg, "test/multi:1");
+    support::push_two_platforms(&reg, &busybox_layout("amd64"), "test/multi:1");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("run")).unwrap();
     let d = dir.path();

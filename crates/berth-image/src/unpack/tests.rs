@@ -678,15 +678,16 @@ fn an_extension_header_claiming_gigabytes_is_refused_within_a_memory_bound() {
         ),
     ] {
         // 512 MiB of address space; the old reader buffered the whole claimed size.
-        let (code, out) = crate::testutil::rerun_limited(
+        let berth_testkit::Rerun::Done { code, stdout: out } = berth_testkit::rerun_limited(
             ME,
             &[("BERTH_HUGE_HEADER", kind)],
             512 << 20,
             std::time::Duration::from_secs(120),
-        )
-        .unwrap_or_else(|| panic!("{kind}: the unpack hung"));
+        ) else {
+            panic!("{kind}: the unpack hung");
+        };
         assert_eq!(code, Some(0), "{kind}: the unpack died: {out}");
-        assert_eq!(crate::testutil::result_line(&out), Some(want), "{kind}");
+        assert_eq!(berth_testkit::result_line(&out), Some(want), "{kind}");
     }
 }
 

@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod layout;
+
+use layout::run;
+pub use layout::Layout;
+
 pub const USER: &str = "berth";
 pub const PASSWORD: &str = "s3cret-pass";
 
@@ -34,17 +39,6 @@ pub fn require_tools() {
     if let Some(t) = missing_tool() {
         panic!("{t} is not installed (scripts/install-deps.sh installs it)");
     }
-}
-
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 pub fn free_port() -> u16 {
@@ -468,51 +462,6 @@ fn serve_token(mut conn: TcpStream, key: &Path, x5c: &str) {
     reply(&mut conn, "200 OK", &body);
 }
 
-/// An OCI layout built with umoci from file trees, one layer per tree.
-pub struct Layout {
-    pub dir: tempfile::TempDir,
-}
-
-impl Layout {
-    pub fn new(tag: &str) -> Layout {
-        let dir = tempfile::tempdir().unwrap();
-        let l = dir.path().join("oci");
-        run(Command::new("umoci").args(["init", "--layout"]).arg(&l));
-        run(Command::new("umoci")
-            .args(["new", "--image"])
-            .arg(format!("{}:{tag}", l.display())));
-        Layout { dir }
-    }
-
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().join("oci")
-    }
-
-    /// Adds `src` (file or directory) at `dest` as a new layer.
-    pub fn insert(&self, tag: &str, src: &Path, dest: &str) {
-        run(Command::new("umoci")
-            .args(["insert", "--image"])
-            .arg(format!("{}:{tag}", self.path().display()))
-            .arg(src)
-            .arg(dest));
-    }
-
-    /// Adds a layer whose tar is `tar` (for whiteouts and hostile entries umoci would not write).
-    pub fn raw_layer(&self, tag: &str, tar: &Path) {
-        run(Command::new("umoci")
-            .args(["raw", "add-layer", "--image"])
-            .arg(format!("{}:{tag}", self.path().display()))
-            .arg(tar));
-    }
-
-    pub fn config(&self, tag: &str, args: &[&str]) {
-        run(Command::new("umoci")
-            .args(["config", "--image"])
-            .arg(format!("{}:{tag}", self.path().display()))
-            .args(args));
-    }
-}
-
 /// A small image: busybox plus a marker file, as an OCI layout at tag `t`.
 pub fn busybox_layout(marker: &str) -> Layout {
     let l = Layout::new("t");
@@ -527,6 +476,66 @@ pub fn busybox_layout(marker: &str) -> Layout {
     l.insert("t", &tree, "/");
     l.config("t", &["--config.cmd", "/bin/sh"]);
     l
+}
+
+/// Pushes a two-platform image index as `repo_tag`. Its linux/amd64 image is `amd64`'s
+/// image `t` (as [`busybox_layout`] and [`files_layout`] make it); its linux/arm64 image,
+/// added to that layout, holds only /marker "arm64". The two manifests go in a nested index,
+/// which the layout's own index names `multi`. Returns the digests of the amd64 and arm64
+/// manifests and of the nested index.
+pub fn push_two_platforms(
+    reg: &Registry,
+    amd64: &Layout,
+    repo_tag: &str,
+) -> (String, String, berth_image::Digest) {
+    let p = amd64.path();
+    amd64.add_image("arm");
+    let tree = amd64.dir.path().join("armtree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("marker"), "arm64").unwrap();
+    amd64.insert("arm", &tree, "/");
+    amd64.config("arm", &["--architecture", "arm64"]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("index.json")).unwrap()).unwrap();
+    let find = |tag: &str| {
+        let mut m = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap()
+            .clone();
+        m.as_object_mut().unwrap().remove("annotations");
+        m
+    };
+    let (mut amd, mut arm) = (find("t"), find("arm"));
+    amd["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
+    arm["platform"] = serde_json::json!({"os": "linux", "architecture": "arm64"});
+    let nested = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [amd, arm]
+    }))
+    .unwrap();
+    let nd = berth_image::Digest::of(berth_image::Algorithm::Sha256, &nested);
+    std::fs::write(p.join("blobs/sha256").join(nd.hex()), &nested).unwrap();
+    let mut top = index.clone();
+    top["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": nd.to_string(),
+            "size": nested.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"}
+        }));
+    std::fs::write(p.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    reg.push(&p, "multi", repo_tag, &["--all"]);
+    (
+        amd["digest"].as_str().unwrap().to_string(),
+        arm["digest"].as_str().unwrap().to_string(),
+        nd,
+    )
 }
 
 /// Bytes that do not compress: a layer made of them stays about their size.
@@ -559,75 +568,4 @@ pub fn files_layout(marker: &str) -> Layout {
     l.insert("t", &tree, "/");
     l.config("t", &["--config.cmd", "/marker"]);
     l
-}
-
-/// How a re-run test child ended.
-#[derive(Debug)]
-pub enum Rerun {
-    /// It exited (or was killed by a signal: `code` None) with this stdout.
-    Done { code: Option<i32>, stdout: String },
-    /// It was still running at the deadline and was killed.
-    Hung,
-}
-
-/// Runs the test `name` of this same test binary again, alone, in a child whose address
-/// space is limited to `limit` bytes (RLIMIT_AS) and with `env` set, killed after
-/// `deadline`. The test tells it is the child by one of the `env` variables. A child that
-/// tries to buffer an endless input dies of the limit ("memory allocation failed", an
-/// abort) instead of taking the machine's memory.
-pub fn rerun_limited(name: &str, env: &[(&str, &str)], limit: u64, deadline: Duration) -> Rerun {
-    use std::os::unix::process::CommandExt;
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([name, "--exact", "--nocapture", "--test-threads=1"])
-        // One malloc arena: the limit is on address space, and glibc reserves 64 MiB per
-        // arena.
-        .env("MALLOC_ARENA_MAX", "1")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    // SAFETY: between fork and exec the closure only calls setrlimit, which is
-    // async-signal-safe, on a struct it owns.
-    unsafe {
-        c.pre_exec(move || {
-            let r = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &r) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = c.spawn().unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Rerun::Done {
-                code: st.code(),
-                stdout: reader.join().unwrap(),
-            };
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Rerun::Hung;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// What a re-run child printed as its result: the rest of the line after `RESULT: `
-/// (libtest prints the test's name on the same line first).
-pub fn result_line(stdout: &str) -> Option<&str> {
-    stdout
-        .lines()
-        .find_map(|l| l.split_once("RESULT: ").map(|(_, r)| r))
 }

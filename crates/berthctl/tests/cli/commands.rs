@@ -3,22 +3,6 @@
 
 use super::*;
 
-/// `n` bytes as podman and berthctl show sizes: decimal units, one decimal.
-fn human(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
-
 /// Where each of `words` starts in `line` (the first match after the previous one).
 fn offsets(line: &str, words: &[&str]) -> Vec<usize> {
     let mut at = 0;
@@ -38,8 +22,28 @@ fn offsets(line: &str, words: &[&str]) -> Vec<usize> {
 #[test]
 fn images_columns_line_up_and_size_is_the_unpacked_size() {
     let ctl = Ctl::new();
-    // A gzip rootfs: its layer blob is compressed, its unpacked (tar) size is larger.
-    let tgz = busybox_rootfs_tar(ctl.dir.path());
+    // A gzip rootfs: its layer blob is compressed, its unpacked (tar) size is larger. Its
+    // one file is 2,349,000 zero bytes; the tar is 2,350,592 (a header, the data padded to
+    // 512 bytes, two end blocks), which podman shows as "2.4 MB": decimal units, one
+    // decimal (the file alone would show as 2.3 MB, the tar in binary units as 2.2 MB).
+    let size = "2.4 MB";
+    let rootfs = ctl.dir.path().join("rootfs.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&rootfs).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(2_349_000);
+        let zeros = std::io::Read::take(std::io::repeat(0), 2_349_000);
+        b.append_data(&mut h, "zeros", zeros).unwrap();
+        b.into_inner().unwrap();
+    }
+    let st = Command::new("gzip")
+        .arg("-n")
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tgz = ctl.dir.path().join("rootfs.tar.gz");
     let plain = Command::new("sh")
         .arg("-c")
         .arg(format!("gzip -dc {} | wc -c", tgz.display()))
@@ -59,14 +63,13 @@ fn images_columns_line_up_and_size_is_the_unpacked_size() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     let head = offsets(lines[0], &["REPOSITORY", "TAG", "IMAGE ID", "SIZE"]);
-    let size = human(unpacked);
     for (repo, t) in [(long, tag), ("localhost/short", "1")] {
         let line = lines[1..]
             .iter()
             .find(|l| l.starts_with(&format!("{repo} ")))
             .unwrap_or_else(|| panic!("a row for {repo}:\n{table}"));
         assert_eq!(
-            offsets(line, &[repo, t, short, &size]),
+            offsets(line, &[repo, t, short, size]),
             head,
             "each value starts under its header:\n{table}"
         );
@@ -187,22 +190,9 @@ fn logs_follow_prints_new_output_and_ends_with_the_container() {
 
 #[test]
 fn exec_it_gets_a_terminal() {
-    if Command::new("script").arg("--version").output().is_err() {
-        panic!("script is not installed (util-linux)");
-    }
     let ctl = Ctl::new();
     ctl.ok(&["run", "-d", "--name", "shell", BB, "sleep", "1000"]);
-    let cmdline = format!(
-        "{} --root {} --runroot {} exec -it shell sh -c 'tty; test -t 0 && echo stdin-is-a-tty'",
-        env!("CARGO_BIN_EXE_berthctl"),
-        ctl.root().display(),
-        ctl.dir.path().join("run").display()
-    );
-    let o = Command::new("script")
-        .args(["-qec", &cmdline, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let o = ctl.on_terminal("exec -it shell sh -c 'tty; test -t 0 && echo stdin-is-a-tty'");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}");
     assert!(
@@ -218,41 +208,21 @@ fn exec_it_gets_a_terminal() {
 
 /// A busybox image (umoci) whose entrypoint is `/bin/echo ep`; its ID.
 fn image_with_entrypoint(ctl: &Ctl) -> Option<String> {
-    if Command::new("umoci").arg("--version").output().is_err() {
-        panic!("umoci is not installed (scripts/install-deps.sh installs it)");
-    }
     busybox_rootfs_tar(ctl.dir.path());
     let tree = ctl.dir.path().join("tree");
     let _ = std::os::unix::fs::symlink("busybox", tree.join("bin/echo"));
-    let l = ctl.dir.path().join("layout");
-    let l = l.to_str().unwrap();
-    let umoci = |args: &[&str]| {
-        let o = Command::new("umoci").args(args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "umoci {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    umoci(&["init", "--layout", l]);
-    umoci(&["new", "--image", &format!("{l}:1")]);
-    umoci(&[
-        "insert",
-        "--image",
-        &format!("{l}:1"),
-        tree.to_str().unwrap(),
-        "/",
-    ]);
-    umoci(&[
-        "config",
-        "--image",
-        &format!("{l}:1"),
-        "--config.entrypoint",
-        "/bin/echo",
-        "--config.entrypoint",
-        "ep",
-    ]);
-    ctl.ok(&["load", "-i", l]);
+    let layout = Layout::new("1");
+    layout.insert("1", &tree, "/");
+    layout.config(
+        "1",
+        &[
+            "--config.entrypoint",
+            "/bin/echo",
+            "--config.entrypoint",
+            "ep",
+        ],
+    );
+    ctl.ok(&["load", "-i", layout.path().to_str().unwrap()]);
     Some(ctl.ok(&["images", "-q"]).trim().to_string())
 }
 

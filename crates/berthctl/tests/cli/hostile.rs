@@ -155,25 +155,10 @@ fn save_never_writes_through_links_planted_in_the_output_directory() {
 /// stdout, stderr). A berthctl that buffers a large input dies of the limit instead of
 /// taking the machine's memory.
 fn out_limited(ctl: &Ctl, args: &[&str], limit: u64) -> (Option<i32>, String, String) {
-    use std::os::unix::process::CommandExt;
     let mut c = ctl.cmd(args);
-    // One malloc arena: glibc reserves 64 MiB of address space per arena.
-    c.env("MALLOC_ARENA_MAX", "1");
-    // SAFETY: between fork and exec the closure only calls setrlimit, which is
-    // async-signal-safe, with a struct it owns.
-    unsafe {
-        c.pre_exec(move || {
-            let r = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &r) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let o = c.output().unwrap();
+    let o = berth_testkit::limit_address_space(&mut c, limit)
+        .output()
+        .unwrap();
     let (out, err) = (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -295,33 +280,13 @@ fn load_refuses_oversized_documents_before_reading_them() {
 
 #[test]
 fn a_whiteout_of_a_name_absent_below_is_not_listed() {
-    if Command::new("umoci").arg("--version").output().is_err() {
-        panic!("umoci is not installed (scripts/install-deps.sh installs it)");
-    }
     let ctl = Ctl::new();
     busybox_rootfs_tar(ctl.dir.path());
-    let layout = ctl.dir.path().join("layout");
-    let l = layout.to_str().unwrap();
-    let umoci = |args: &[&str]| {
-        let o = Command::new("umoci").args(args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "umoci {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    umoci(&["init", "--layout", l]);
-    umoci(&["new", "--image", &format!("{l}:1")]);
+    let layout = Layout::new("1");
     let tree = ctl.dir.path().join("tree");
     std::fs::create_dir_all(tree.join("etc")).unwrap();
     std::fs::write(tree.join("etc/present"), "here").unwrap();
-    umoci(&[
-        "insert",
-        "--image",
-        &format!("{l}:1"),
-        tree.to_str().unwrap(),
-        "/",
-    ]);
+    layout.insert("1", &tree, "/");
     // The top layer whites out names no layer below has (real images do this): in etc,
     // which a lower layer has, and in opt, which only this layer makes. Overlayfs hides a
     // whiteout in a directory it merges; in one that only this layer has, readdir lists
@@ -335,14 +300,8 @@ fn a_whiteout_of_a_name_absent_below_is_not_listed() {
     }
     let top = ctl.dir.path().join("top.tar");
     std::fs::write(&top, b.into_inner().unwrap()).unwrap();
-    umoci(&[
-        "raw",
-        "add-layer",
-        "--image",
-        &format!("{l}:1"),
-        top.to_str().unwrap(),
-    ]);
-    ctl.ok(&["load", "-i", l]);
+    layout.raw_layer("1", &top);
+    ctl.ok(&["load", "-i", layout.path().to_str().unwrap()]);
     let id = ctl.ok(&["images", "-q"]);
     // ls -A stats what readdir lists: a phantom fails it ("No such file or directory").
     let out = ctl.ok(&[
@@ -429,14 +388,7 @@ fn the_default_seccomp_profile_is_an_allow_list() {
     // What the runtime is told: refuse what is not listed, with ENOSYS (so libc falls back
     // from a system call it does not get, as with podman's profile).
     let id = ctl.ok(&["run", "-d", BB, "true"]).trim().to_string();
-    let config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            ctl.root()
-                .join(format!("containers/{id}/bundle/config.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let config = ctl.bundle_config(&id);
     assert_eq!(
         config["linux"]["seccomp"]["defaultAction"],
         "SCMP_ACT_ERRNO"
