@@ -364,18 +364,21 @@ pub(crate) fn check_run_probes(client: &str, run: impl Fn() -> Command, volume: 
     };
     check_probe(client, "hostname/volume/limits", &out, all, volume);
 
-    let out = run_cmd(
-        run().args([
-            "--rm",
-            "--user",
-            "1000:1000",
-            IMAGE,
-            "sh",
-            "-c",
-            PROBE_SCRIPT,
-        ]),
-        CMD_TIMEOUT,
-    );
+    // The probe as TEST_UID, with `extra` client options.
+    let as_user = |extra: &[&str]| {
+        run_cmd(
+            run().arg("--rm").args(extra).args([
+                "--user",
+                "1000:1000",
+                IMAGE,
+                "sh",
+                "-c",
+                PROBE_SCRIPT,
+            ]),
+            CMD_TIMEOUT,
+        )
+    };
+    let out = as_user(&[]);
     let user = Expect {
         user: true,
         seccomp: true,
@@ -385,20 +388,7 @@ pub(crate) fn check_run_probes(client: &str, run: impl Fn() -> Command, volume: 
     check_probe(client, "--user 1000:1000", &out, user, volume);
 
     // no_new_privs moves the filter to just before exec, after the user switch.
-    let out = run_cmd(
-        run().args([
-            "--rm",
-            "--security-opt",
-            "no-new-privileges",
-            "--user",
-            "1000:1000",
-            IMAGE,
-            "sh",
-            "-c",
-            PROBE_SCRIPT,
-        ]),
-        CMD_TIMEOUT,
-    );
+    let out = as_user(&["--security-opt", "no-new-privileges"]);
     let nnp = Expect {
         user: true,
         seccomp: true,

@@ -495,21 +495,27 @@ fn root_propagation() -> String {
 /// Without a mount namespace (runc runs these too) the container lives in the host's: its
 /// mounts are made below its rootfs only, it is entered with chroot, exec enters the same
 /// root, and delete leaves no mount behind and the host's / as it was.
+/// A bundle without a mount namespace, on a copy of the rootfs of its own (its mounts are
+/// the host's to see), without the masked and read-only paths that need a namespace.
+fn host_mount_ns_bundle(readonly_root: bool) -> (Bundle, PathBuf) {
+    let b = Bundle::new();
+    let rootfs = private_rootfs(&b);
+    let b = b.edit(|v| {
+        remove_namespace(v, "mount");
+        v["root"] = json!({"path": rootfs, "readonly": readonly_root});
+        v["linux"]
+            .as_object_mut()
+            .unwrap()
+            .retain(|k, _| k != "maskedPaths" && k != "readonlyPaths");
+    });
+    (b, rootfs)
+}
+
 #[test]
 fn a_container_without_a_mount_namespace_shares_the_hosts_and_leaves_no_mount() {
     let berth = Berth::new();
-    let b = Bundle::new();
-    let rootfs = private_rootfs(&b);
-    let b = b
-        .edit(|v| {
-            remove_namespace(v, "mount");
-            v["root"]["path"] = json!(rootfs);
-            v["linux"]
-                .as_object_mut()
-                .unwrap()
-                .retain(|k, _| k != "maskedPaths" && k != "readonlyPaths");
-        })
-        .sh("echo ready; exec sleep 1000");
+    let (b, rootfs) = host_mount_ns_bundle(false);
+    let b = b.sh("echo ready; exec sleep 1000");
     let propagation = root_propagation();
     let id = unique_id("nomntns");
 
@@ -561,18 +567,8 @@ fn a_container_without_a_mount_namespace_refuses_masked_paths() {
 #[test]
 fn a_container_without_a_mount_namespace_can_have_a_read_only_root() {
     let berth = Berth::new();
-    let b = Bundle::new();
-    let rootfs = private_rootfs(&b);
-    let b = b
-        .edit(|v| {
-            remove_namespace(v, "mount");
-            v["root"] = json!({"path": rootfs, "readonly": true});
-            v["linux"]
-                .as_object_mut()
-                .unwrap()
-                .retain(|k, _| k != "maskedPaths" && k != "readonlyPaths");
-        })
-        .sh("touch /in-root 2>/dev/null && echo writable; echo done");
+    let (b, rootfs) = host_mount_ns_bundle(true);
+    let b = b.sh("touch /in-root 2>/dev/null && echo writable; echo done");
 
     let out = berth.run_to_exit(&b);
 
