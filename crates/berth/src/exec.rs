@@ -55,6 +55,7 @@ pub fn exec(rt: &Runtime, e: &Exec) -> CmdResult {
         preserve_fds: e.preserve_fds,
         ignore_paused: e.ignore_paused,
         sub_cgroups: e.cgroup.clone(),
+        stdio: Default::default(),
     };
     if e.detach {
         rt.exec(&opts).map_err(fail)?;

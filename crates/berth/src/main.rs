@@ -247,6 +247,7 @@ pub fn create_options(id: &str, c: &berth_cli::CreateOpts) -> CreateOptions {
         no_pivot: c.no_pivot,
         no_new_keyring: c.no_new_keyring,
         preserve_fds: c.preserve_fds,
+        stdio: Default::default(),
     }
 }
 

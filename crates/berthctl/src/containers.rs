@@ -445,6 +445,7 @@ pub fn exec(s: &Store, a: &cli::Exec) -> Result<ExitCode> {
         preserve_fds: 0,
         ignore_paused: false,
         sub_cgroups: vec![],
+        stdio: Default::default(),
     };
     let sfd = forward_signals().map_err(|e| anyhow::anyhow!("{}", e.chain()))?;
     let execed = s

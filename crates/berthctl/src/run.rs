@@ -354,6 +354,7 @@ pub fn supervise(s: &Store, r: &Record, tty: bool, ready: Option<OwnedFd>) -> Re
         no_pivot: false,
         no_new_keyring: false,
         preserve_fds: 0,
+        stdio: Default::default(),
     };
     let report = |fd: &Option<OwnedFd>, msg: &str| {
         if let Some(fd) = fd {

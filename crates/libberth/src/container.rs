@@ -44,7 +44,7 @@ pub enum ConsoleTarget {
     Return,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Default)]
 pub struct CreateOptions {
     pub id: String,
     pub bundle: PathBuf,
@@ -53,6 +53,9 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// The container process's stdio, where not the caller's own (a monitor such as
+    /// berth-shim gives pipes it reads).
+    pub stdio: crate::process::Stdio,
 }
 
 /// A container that `create` left waiting for `start`.
@@ -174,6 +177,7 @@ impl Runtime {
             no_pivot: o.no_pivot,
             no_new_keyring: o.no_new_keyring,
             preserve_fds: o.preserve_fds,
+            stdio: &o.stdio,
             seccomp,
             cgroups: hierarchies,
             cgroup: cgroup.as_ref(),

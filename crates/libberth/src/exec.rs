@@ -28,7 +28,7 @@ use crate::process::{self, Never};
 use crate::state::{self, Op, StateDir, Status};
 
 /// What `berth exec` asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ExecOptions {
     pub id: String,
     /// The process to run, complete (see [`Runtime::exec_process`] to build one from the
@@ -40,6 +40,8 @@ pub struct ExecOptions {
     pub ignore_paused: bool,
     /// `--cgroup`: sub-cgroups of the container's to run in, `[controller[,controller]:]path`.
     pub sub_cgroups: Vec<String>,
+    /// The process's stdio, where not the caller's own.
+    pub stdio: crate::process::Stdio,
 }
 
 /// Overrides of the container's process, as `exec`'s flags give them.
@@ -79,6 +81,7 @@ struct ExecConfig<'a> {
     seccomp: Option<berth_seccomp::Filter>,
     caps: CapSets,
     preserve_fds: u32,
+    stdio: &'a crate::process::Stdio,
     personality: Option<oci_spec::runtime::LinuxPersonality>,
     memory_policy: Option<oci_spec::runtime::LinuxMemoryPolicy>,
     /// The init's root, for a container without a mount namespace of its own: entered
@@ -262,6 +265,7 @@ impl Runtime {
             seccomp,
             caps,
             preserve_fds: o.preserve_fds,
+            stdio: &o.stdio,
             personality: linux.personality().clone(),
             memory_policy: linux.memory_policy().clone(),
             chroot,
@@ -550,6 +554,7 @@ fn intermediate(chan: Channel, cfg: &ExecConfig<'_>, in_cgroup: bool) -> ! {
 }
 
 fn run_intermediate(chan: &Channel, cfg: &ExecConfig<'_>, in_cgroup: bool) -> Result<()> {
+    cfg.stdio.install()?;
     let mut keep: Vec<i32> = cfg.ns_files.iter().map(|f| f.raw_fd()).collect();
     keep.extend(cfg.late_files.iter().map(|f| f.as_raw_fd()));
     keep.extend(cfg.chroot.iter().map(|f| f.as_raw_fd()));

@@ -37,6 +37,7 @@ pub struct InitConfig<'a> {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    pub stdio: &'a crate::process::Stdio,
     pub seccomp: Option<berth_seccomp::Filter>,
     pub cgroups: Vec<CgroupHierarchy>,
     /// The container's cgroup, which the intermediate enters itself (none in rootless
@@ -64,6 +65,7 @@ pub fn intermediate(chan: Channel, cfg: &InitConfig<'_>, in_cgroup: bool) -> ! {
 fn run_intermediate(chan: &Channel, cfg: &InitConfig<'_>, in_cgroup: bool) -> Result<()> {
     // Nothing of `create` but what we need may reach the container: above all not the
     // state directory's lock, which would stay held until exec.
+    cfg.stdio.install()?;
     let mut keep: Vec<i32> = cfg.ns_files.iter().map(|f| f.raw_fd()).collect();
     keep.extend(cfg.idmapped.iter().map(|p| p.tree.as_raw_fd()));
     keep.push(chan.as_fd().as_raw_fd());

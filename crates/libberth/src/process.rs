@@ -17,6 +17,41 @@ use crate::rootfs;
 /// A function that never returns normally (it execs or fails).
 pub enum Never {}
 
+/// The standard streams of a container's process: a descriptor for each one given, the
+/// creating process's own for the others.
+#[derive(Debug, Default)]
+pub struct Stdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+impl Stdio {
+    /// In a forked setup process: puts the given descriptors on 0, 1 and 2. Each goes to a
+    /// free number first, so that one already sitting on 0-2 is not overwritten before it
+    /// is moved; the originals are closed with the rest of the inherited fds afterwards.
+    pub(crate) fn install(&self) -> Result<()> {
+        let mut moved = Vec::new();
+        for (target, fd) in [(0, &self.stdin), (1, &self.stdout), (2, &self.stderr)] {
+            if let Some(fd) = fd {
+                let tmp = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+                    .ctx(|| format!("duplicate the descriptor for fd {target}"))?;
+                moved.push((target, tmp));
+            }
+        }
+        for (target, tmp) in moved {
+            // SAFETY: dup2 of a descriptor this process owns onto 0, 1 or 2, which it may
+            // replace: the setup process's stdio belongs to the container from here on.
+            let rc = unsafe { libc::dup2(tmp, target) };
+            let dup = Errno::result(rc).ctx(|| format!("put the container's fd {target} in place"));
+            // SAFETY: `tmp` was made above, is CLOEXEC and is not used again.
+            unsafe { libc::close(tmp) };
+            dup?;
+        }
+        Ok(())
+    }
+}
+
 /// Forks the next process of a setup chain and sends its pid (`Msg::InitPid`) to the
 /// parent; the child runs `child` only once that message is on the channel, so the parent
 /// always learns the pid before anything the child says.
