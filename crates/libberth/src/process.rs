@@ -243,6 +243,7 @@ impl<'a> FinalSetup<'a> {
         chan: &crate::channel::Channel,
     ) -> Result<Option<&'a berth_seccomp::Filter>> {
         let p = self.process;
+        crate::signal::default_sigpipe()?;
         self.caps.apply_bounding()?;
         let nnp = p.no_new_privileges().unwrap_or(false);
         if nnp {

@@ -1,8 +1,22 @@
 //! Signal names and numbers as `kill` accepts them: "TERM", "SIGTERM", "sigterm", "15".
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigHandler, Signal};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
+
+/// Puts SIGPIPE back to its default action in a process about to become the container's.
+///
+/// Rust's runtime ignores SIGPIPE in every Rust program (berth, berth-shim, anything that
+/// embeds libberth), and an ignored signal stays ignored across execve: the container's
+/// `yes | head` would then print "Broken pipe" errors instead of ending quietly, and its
+/// SigIgn would differ from what runc and crun give. std::process::Command undoes it in
+/// its children the same way. Any other disposition is the caller's choice and is kept.
+pub fn default_sigpipe() -> Result<()> {
+    // SAFETY: installing SIG_DFL sets no handler, so no code runs in signal context.
+    unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }
+        .map(drop)
+        .ctx(|| "reset SIGPIPE to its default action".into())
+}
 
 /// Parses a signal given by name (with or without the SIG prefix) or by number.
 pub fn parse_signal(s: &str) -> Result<i32> {

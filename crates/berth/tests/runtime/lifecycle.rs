@@ -349,6 +349,39 @@ fn exec_preserve_fds_passes_the_callers_fd() {
     assert_eq!(text, "exec-fd-3\n5\n");
 }
 
+/// The signal mask and SIGPIPE of the container's processes are as a program expects:
+/// berth is a Rust program, whose runtime ignores SIGPIPE, and an ignored signal would stay
+/// ignored across execve (then `yes | head` in a container fails with "Broken pipe").
+#[test]
+fn container_processes_get_sigpipe_default_and_nothing_blocked() {
+    fn check(what: &str, text: &str) {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| u64::from_str_radix(v.trim(), 16).expect("hex mask"))
+                .unwrap_or_else(|| panic!("{what}: no {name} in {text:?}"))
+        };
+        assert_eq!(field("SigBlk:"), 0, "{what}: blocked signals");
+        let sigpipe = 1u64 << (libc::SIGPIPE - 1);
+        assert_eq!(field("SigIgn:") & sigpipe, 0, "{what}: SIGPIPE ignored");
+    }
+    let berth = Berth::new();
+    let b = Bundle::new().sh("grep -E '^Sig(Blk|Ign)' /proc/self/status; echo up; exec sleep 100");
+    let id = unique_id("sigpipe");
+    berth.start_and_wait(&id, &b, "up");
+    check("init", &berth.container_stdout(&id));
+    let out = berth.cmd(&[
+        "exec",
+        &id,
+        "grep",
+        "-E",
+        "^Sig(Blk|Ign)",
+        "/proc/self/status",
+    ]);
+    out.assert_ok("exec");
+    check("exec", &out.stdout);
+}
+
 #[test]
 fn no_pivot_runs_the_process_in_the_rootfs() {
     let berth = Berth::new();
