@@ -1,0 +1,154 @@
+//! berth-shim: one monitor process per pod for Berth's CRI engine (docs/cri.md).
+//!
+//! The shim holds the pod's infra process (a built-in pause, forked from the shim: no
+//! image), makes the pod's containers through libberth in process, holds their stdio,
+//! writes their CRI logs, reaps them and records their exits in files, so that the engine
+//! (berthd) can die and come back without losing a line or an exit code.
+//!
+//! This library is what the engine needs to talk to a shim: [`spawn`] starts one and waits
+//! until it serves, [`Client`] sends it one request per connection (a line of JSON, a line
+//! of JSON back, with a deadline). The `berth-shim` binary is the shim itself.
+
+pub mod crilog;
+pub mod protocol;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub use protocol::{
+    ContainerState, CreateSpec, ExecSyncReply, ExecSyncSpec, Reply, Request, SandboxSpec, Status,
+};
+
+/// The socket a shim serves in its directory.
+pub const SOCKET: &str = "shim.sock";
+
+/// Why a shim could not be reached or refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("pod {pod}: start berth-shim {binary}: {source}")]
+    Spawn {
+        pod: String,
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pod {pod}: berth-shim did not start: {reason}")]
+    NotStarted { pod: String, reason: String },
+    #[error("shim {socket}: {what}: {source}")]
+    Io {
+        socket: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("shim {socket}: malformed reply: {reason}")]
+    Protocol { socket: PathBuf, reason: String },
+    /// The shim answered with an error.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Starts the shim of pod `pod` with its directory `dir` and libberth state root
+/// `runtime_root`; returns once it serves its socket (the shim forks away from us and
+/// outlives the caller).
+pub fn spawn(
+    binary: &Path,
+    pod: &str,
+    dir: &Path,
+    runtime_root: &Path,
+) -> Result<Client, ShimError> {
+    let out = Command::new(binary)
+        .arg("--pod")
+        .arg(pod)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--runtime-root")
+        .arg(runtime_root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| ShimError::Spawn {
+            pod: pod.to_string(),
+            binary: binary.to_path_buf(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ShimError::NotStarted {
+            pod: pod.to_string(),
+            reason: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(Client::new(dir.join(SOCKET)))
+}
+
+/// Talks to one shim.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client of the shim listening on `socket`, with a 30 s deadline per request.
+    pub fn new(socket: PathBuf) -> Client {
+        Client {
+            socket,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The same shim with another deadline (an ExecSync waits as long as its own timeout).
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            socket: self.socket.clone(),
+            timeout,
+        }
+    }
+
+    /// Sends `req` and returns the shim's reply.
+    pub fn call(&self, req: &Request) -> Result<Reply, ShimError> {
+        let io = |what: &'static str| {
+            let socket = self.socket.clone();
+            move |source| ShimError::Io {
+                socket,
+                what,
+                source,
+            }
+        };
+        let mut s = UnixStream::connect(&self.socket).map_err(io("connect"))?;
+        s.set_read_timeout(Some(self.timeout))
+            .map_err(io("set a deadline"))?;
+        s.set_write_timeout(Some(self.timeout))
+            .map_err(io("set a deadline"))?;
+        let mut line = serde_json::to_vec(req).expect("requests serialize");
+        line.push(b'\n');
+        s.write_all(&line).map_err(io("send the request"))?;
+        let mut reply = String::new();
+        BufReader::new(&s)
+            .read_line(&mut reply)
+            .map_err(io("read the reply"))?;
+        if reply.is_empty() {
+            return Err(ShimError::Protocol {
+                socket: self.socket.clone(),
+                reason: "the shim closed the connection without a reply".into(),
+            });
+        }
+        let r: protocol::Response =
+            serde_json::from_str(&reply).map_err(|e| ShimError::Protocol {
+                socket: self.socket.clone(),
+                reason: e.to_string(),
+            })?;
+        match r {
+            protocol::Response::Ok(reply) => Ok(reply),
+            protocol::Response::Error(msg) => Err(ShimError::Refused(msg)),
+        }
+    }
+}

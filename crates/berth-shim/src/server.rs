@@ -1,0 +1,796 @@
+//! The shim's event loop: one thread, poll(2) over the control socket, its connections,
+//! every container's output and every ExecSync's, and a signalfd for SIGCHLD and SIGTERM.
+//! No async runtime: a shim per pod must cost little memory.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use berth_shim::crilog::{self, LineSplitter, LogFile, Stream};
+use berth_shim::protocol::{
+    ContainerState, CreateSpec, ExecSyncReply, ExecSyncSpec, Reply, Request, Response, Status,
+    EXEC_OUTPUT_LIMIT,
+};
+use berth_shim::SOCKET;
+use libberth::process::Stdio;
+use libberth::{ConsoleTarget, CreateOptions, ExecOptions, ProcessOverrides, Runtime};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::pause;
+
+/// A request line longer than this is refused (requests are small).
+const MAX_REQUEST: usize = 1 << 20;
+/// How long a connection may take to send its request.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One output stream of a container, into its log.
+struct Output {
+    fd: OwnedFd,
+    splitter: LineSplitter,
+}
+
+struct Container {
+    state: ContainerState,
+    log: Option<LogFile>,
+    outputs: Vec<Output>,
+    /// The write side of its stdin, held open for attach.
+    _stdin: Option<OwnedFd>,
+}
+
+/// An ExecSync under way: its output so far, its exit, and who waits for the reply.
+struct ExecSession {
+    pid: i32,
+    outputs: Vec<(OwnedFd, usize)>,
+    bufs: [Vec<u8>; 2],
+    deadline: Option<Instant>,
+    exit: Option<i32>,
+    timed_out: bool,
+    reply_to: UnixStream,
+}
+
+/// A connection that has not sent its whole request yet.
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    since: Instant,
+}
+
+pub struct Shim {
+    pod: String,
+    dir: PathBuf,
+    rt: Runtime,
+    listener: UnixListener,
+    signals: SignalFd,
+    conns: Vec<Conn>,
+    containers: HashMap<String, Container>,
+    execs: Vec<ExecSession>,
+    pause: Option<i32>,
+    shutting_down: bool,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl Shim {
+    pub fn new(pod: &str, dir: &Path, runtime_root: &Path) -> Result<Shim, String> {
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only sets a flag on this process.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("shim.log"))
+            .map_err(|e| format!("open {}: {e}", dir.join("shim.log").display()))?;
+        crate::redirect_stdio(&log)?;
+        fs::create_dir_all(dir.join("exits")).map_err(|e| format!("create exits dir: {e}"))?;
+        let socket = dir.join(SOCKET);
+        let _ = fs::remove_file(&socket);
+        let listener =
+            UnixListener::bind(&socket).map_err(|e| format!("bind {}: {e}", socket.display()))?;
+        fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("chmod {}: {e}", socket.display()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("listen: {e}"))?;
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGPIPE,
+        ] {
+            mask.add(s);
+        }
+        mask.thread_block()
+            .map_err(|e| format!("block signals: {e}"))?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| format!("signalfd: {e}"))?;
+        eprintln!("berth-shim: pod {pod}: serving {}", socket.display());
+        Ok(Shim {
+            pod: pod.to_string(),
+            dir: dir.to_path_buf(),
+            rt: Runtime {
+                root: runtime_root.to_path_buf(),
+                systemd_cgroup: false,
+                rootless: false,
+            },
+            listener,
+            signals,
+            conns: Vec::new(),
+            containers: HashMap::new(),
+            execs: Vec::new(),
+            pause: None,
+            shutting_down: false,
+        })
+    }
+
+    /// Serves until shut down and empty.
+    pub fn run(&mut self) {
+        loop {
+            if self.shutting_down && self.containers.is_empty() && self.execs.is_empty() {
+                let _ = fs::remove_file(self.dir.join(SOCKET));
+                eprintln!("berth-shim: pod {}: done", self.pod);
+                return;
+            }
+            self.poll_once();
+        }
+    }
+
+    fn poll_once(&mut self) {
+        // The order of `fds`: listener, signals, connections, container outputs, exec outputs.
+        let mut owners: Vec<Source> = vec![Source::Listener, Source::Signals];
+        let mut raw: Vec<i32> = vec![self.listener.as_raw_fd(), self.signals.as_raw_fd()];
+        for (i, c) in self.conns.iter().enumerate() {
+            owners.push(Source::Conn(i));
+            raw.push(c.stream.as_raw_fd());
+        }
+        for (id, c) in &self.containers {
+            for (j, o) in c.outputs.iter().enumerate() {
+                owners.push(Source::Output(id.clone(), j));
+                raw.push(o.fd.as_raw_fd());
+            }
+        }
+        for (i, e) in self.execs.iter().enumerate() {
+            for (j, (fd, _)) in e.outputs.iter().enumerate() {
+                owners.push(Source::ExecOutput(i, j));
+                raw.push(fd.as_raw_fd());
+            }
+        }
+        let ready: Vec<bool> = {
+            // SAFETY: every number in `raw` is a descriptor owned by `self`, which outlives
+            // this block; nothing closes them before poll returns.
+            let borrowed: Vec<BorrowedFd<'_>> = raw
+                .iter()
+                .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+                .collect();
+            let mut fds: Vec<PollFd<'_>> = borrowed
+                .iter()
+                .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+                .collect();
+            let timeout = self.next_timeout();
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    eprintln!("berth-shim: poll: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            fds.iter()
+                .map(|f| {
+                    f.revents().is_some_and(|r| {
+                        r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                    })
+                })
+                .collect()
+        };
+        // Connections and outputs are handled from the highest index down, so that removing
+        // one does not shift the others.
+        let mut conn_ready = Vec::new();
+        let mut out_ready = Vec::new();
+        let mut exec_ready = Vec::new();
+        let mut accept = false;
+        let mut signals = false;
+        for (src, r) in owners.into_iter().zip(ready) {
+            if !r {
+                continue;
+            }
+            match src {
+                Source::Listener => accept = true,
+                Source::Signals => signals = true,
+                Source::Conn(i) => conn_ready.push(i),
+                Source::Output(id, j) => out_ready.push((id, j)),
+                Source::ExecOutput(i, j) => exec_ready.push((i, j)),
+            }
+        }
+        // An output at its end is removed from its list: the higher indices go first, so
+        // that the lower ones still name the same streams.
+        out_ready.sort_unstable_by_key(|o| std::cmp::Reverse(o.1));
+        for (id, j) in out_ready {
+            self.read_output(&id, j);
+        }
+        exec_ready.sort_unstable_by_key(|e| std::cmp::Reverse(e.1));
+        for (i, j) in exec_ready {
+            self.read_exec_output(i, j);
+        }
+        if signals {
+            self.handle_signals();
+        }
+        self.check_exec_deadlines();
+        self.finish_execs();
+        conn_ready.sort_unstable();
+        for i in conn_ready.into_iter().rev() {
+            self.read_conn(i);
+        }
+        self.expire_conns();
+        if accept {
+            self.accept();
+        }
+    }
+
+    fn next_timeout(&self) -> PollTimeout {
+        let now = Instant::now();
+        let mut next: Option<Instant> = self.conns.iter().map(|c| c.since + REQUEST_DEADLINE).min();
+        for e in &self.execs {
+            if let Some(d) = e.deadline.filter(|_| e.exit.is_none()) {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        match next {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                let ms = t.saturating_duration_since(now).as_millis().min(60_000) as u16;
+                PollTimeout::from(ms.max(1))
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nonblocking(true);
+                    self.conns.push(Conn {
+                        stream,
+                        buf: Vec::new(),
+                        since: Instant::now(),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    eprintln!("berth-shim: accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn expire_conns(&mut self) {
+        let now = Instant::now();
+        self.conns.retain(|c| now < c.since + REQUEST_DEADLINE);
+    }
+
+    fn read_conn(&mut self, i: usize) {
+        let mut chunk = [0u8; 8192];
+        let done = loop {
+            match self.conns[i].stream.read(&mut chunk) {
+                Ok(0) => break Some(false),
+                Ok(n) => {
+                    let c = &mut self.conns[i];
+                    c.buf.extend_from_slice(&chunk[..n]);
+                    if c.buf.contains(&b'\n') {
+                        break Some(true);
+                    }
+                    if c.buf.len() > MAX_REQUEST {
+                        break Some(false);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                Err(_) => break Some(false),
+            }
+        };
+        match done {
+            None => {}
+            Some(false) => {
+                self.conns.swap_remove(i);
+            }
+            Some(true) => {
+                let c = self.conns.swap_remove(i);
+                let line = c.buf.split(|&b| b == b'\n').next().unwrap_or(&[]);
+                let _ = c.stream.set_nonblocking(false);
+                match serde_json::from_slice::<Request>(line) {
+                    Ok(req) => self.handle(req, c.stream),
+                    Err(e) => respond(c.stream, Err(format!("malformed request: {e}"))),
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, req: Request, stream: UnixStream) {
+        let r = match req {
+            Request::Sandbox(spec) => self.sandbox(&spec),
+            Request::Create(spec) => self.create(&spec),
+            Request::Start { id } => self.start(&id),
+            Request::Kill { id, signal, all } => self
+                .known(&id)
+                .and_then(|_| self.rt.kill(&id, signal, all).map_err(|e| msg(&id, e)))
+                .map(|()| Reply::Done),
+            Request::Delete { id, force } => self.delete(&id, force),
+            Request::State { id } => self.known(&id).map(|c| Reply::State(c.state.clone())),
+            Request::ExecSync(spec) => match self.exec_sync(&spec, stream) {
+                Ok(()) => return,
+                Err((stream, e)) => {
+                    respond(stream, Err(e));
+                    return;
+                }
+            },
+            Request::ReopenLog { id } => self.reopen_log(&id),
+            Request::Shutdown => self.shutdown(),
+        };
+        respond(stream, r);
+    }
+
+    fn known(&self, id: &str) -> Result<&Container, String> {
+        self.containers
+            .get(id)
+            .ok_or_else(|| format!("container {id:?}: container does not exist"))
+    }
+
+    fn sandbox(&mut self, spec: &berth_shim::SandboxSpec) -> Result<Reply, String> {
+        if self.pause.is_some() {
+            return Err(format!("pod {}: the sandbox exists already", self.pod));
+        }
+        let pid = pause::start(spec).map_err(|e| format!("pod {}: {e}", self.pod))?;
+        self.pause = Some(pid);
+        if let Err(e) = pause::pin(&self.dir, pid, spec) {
+            self.stop_pause();
+            return Err(format!("pod {}: {e}", self.pod));
+        }
+        Ok(Reply::Sandbox { pid })
+    }
+
+    fn stop_pause(&mut self) {
+        if let Some(pid) = self.pause.take() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        pause::unpin(&self.dir);
+    }
+
+    fn create(&mut self, spec: &CreateSpec) -> Result<Reply, String> {
+        if self.containers.contains_key(&spec.id) {
+            return Err(format!(
+                "container {:?}: container with given ID already exists",
+                spec.id
+            ));
+        }
+        let log = match &spec.log_path {
+            Some(p) => Some(
+                LogFile::open(p)
+                    .map_err(|e| format!("container {:?}: log {}: {e}", spec.id, p.display()))?,
+            ),
+            None => None,
+        };
+        let mut stdio = Stdio::default();
+        let mut outputs = Vec::new();
+        let mut stdin_w = None;
+        if spec.stdin {
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+            stdio.stdin = Some(r);
+            stdin_w = Some(w);
+        } else {
+            stdio.stdin = Some(
+                nix::fcntl::open(
+                    "/dev/null",
+                    OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| e.to_string())?,
+            );
+        }
+        if !spec.tty {
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                    .map_err(|e| e.to_string())?;
+                // The container's end blocks as a pipe normally does.
+                nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+                    .map_err(|e| e.to_string())?;
+                match stream {
+                    Stream::Stdout => stdio.stdout = Some(w),
+                    Stream::Stderr => stdio.stderr = Some(w),
+                }
+                outputs.push(Output {
+                    fd: r,
+                    splitter: LineSplitter::new(stream),
+                });
+            }
+        }
+        let opts = CreateOptions {
+            id: spec.id.clone(),
+            bundle: spec.bundle.clone(),
+            console: spec.tty.then_some(ConsoleTarget::Return),
+            stdio,
+            ..Default::default()
+        };
+        let created = self.rt.create(&opts).map_err(|e| msg(&spec.id, e))?;
+        if let Some(master) = created.console_master {
+            let _ = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+            outputs.push(Output {
+                fd: master,
+                splitter: LineSplitter::new(Stream::Stdout),
+            });
+        }
+        // `opts.stdio` (the container's ends) is dropped here: only the container holds them.
+        drop(opts);
+        let state = ContainerState {
+            id: spec.id.clone(),
+            status: Status::Created,
+            pid: created.pid,
+            created_at: now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            oom_killed: false,
+        };
+        self.containers.insert(
+            spec.id.clone(),
+            Container {
+                state,
+                log,
+                outputs,
+                _stdin: stdin_w,
+            },
+        );
+        Ok(Reply::Created { pid: created.pid })
+    }
+
+    fn start(&mut self, id: &str) -> Result<Reply, String> {
+        self.known(id)?;
+        self.rt.start(id).map_err(|e| msg(id, e))?;
+        let c = self.containers.get_mut(id).expect("known");
+        if c.state.status == Status::Created {
+            c.state.status = Status::Running;
+            c.state.started_at = now_ns();
+        }
+        Ok(Reply::Done)
+    }
+
+    fn delete(&mut self, id: &str, force: bool) -> Result<Reply, String> {
+        let c = self.known(id)?;
+        if c.state.status != Status::Exited && !force {
+            return Err(format!(
+                "container {id:?}: cannot delete container that is not stopped: running"
+            ));
+        }
+        match self
+            .rt
+            .delete(id, force || c.state.status == Status::Exited)
+        {
+            Ok(()) | Err(libberth::Error::NotFound(_)) => {}
+            Err(e) => return Err(msg(id, e)),
+        }
+        if let Some(mut c) = self.containers.remove(id) {
+            flush_outputs(&mut c);
+        }
+        let _ = fs::remove_file(self.exit_file(id));
+        Ok(Reply::Done)
+    }
+
+    fn reopen_log(&mut self, id: &str) -> Result<Reply, String> {
+        self.known(id)?;
+        let c = self.containers.get_mut(id).expect("known");
+        if let Some(log) = &mut c.log {
+            log.reopen()
+                .map_err(|e| format!("container {id:?}: reopen {}: {e}", log.path().display()))?;
+        }
+        Ok(Reply::Done)
+    }
+
+    fn shutdown(&mut self) -> Result<Reply, String> {
+        self.stop_pause();
+        self.shutting_down = true;
+        Ok(Reply::Done)
+    }
+
+    fn exec_sync(
+        &mut self,
+        spec: &ExecSyncSpec,
+        stream: UnixStream,
+    ) -> Result<(), (UnixStream, String)> {
+        let fail = |stream, e: String| Err((stream, e));
+        if let Err(e) = self.known(&spec.id) {
+            return fail(stream, e);
+        }
+        let process = match self.rt.exec_process(
+            &spec.id,
+            &ProcessOverrides {
+                args: spec.cmd.clone(),
+                ..Default::default()
+            },
+        ) {
+            Ok(p) => p,
+            Err(e) => return fail(stream, msg(&spec.id, e)),
+        };
+        let mut stdio = Stdio::default();
+        let mut outputs = Vec::new();
+        for (i, slot) in [&mut stdio.stdout, &mut stdio.stderr]
+            .into_iter()
+            .enumerate()
+        {
+            match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+                Ok((r, w)) => {
+                    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
+                    *slot = Some(w);
+                    outputs.push((r, i));
+                }
+                Err(e) => return fail(stream, e.to_string()),
+            }
+        }
+        match nix::fcntl::open(
+            "/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(fd) => stdio.stdin = Some(fd),
+            Err(e) => return fail(stream, e.to_string()),
+        }
+        let opts = ExecOptions {
+            id: spec.id.clone(),
+            process,
+            console: None,
+            pid_file: None,
+            preserve_fds: 0,
+            ignore_paused: false,
+            sub_cgroups: Vec::new(),
+            stdio,
+        };
+        let pid = match self.rt.exec(&opts) {
+            Ok(e) => e.pid,
+            Err(e) => return fail(stream, msg(&spec.id, e)),
+        };
+        drop(opts);
+        self.execs.push(ExecSession {
+            pid,
+            outputs,
+            bufs: [Vec::new(), Vec::new()],
+            deadline: (spec.timeout_ms > 0)
+                .then(|| Instant::now() + Duration::from_millis(spec.timeout_ms)),
+            exit: None,
+            timed_out: false,
+            reply_to: stream,
+        });
+        Ok(())
+    }
+
+    fn read_output(&mut self, id: &str, j: usize) {
+        let Some(c) = self.containers.get_mut(id).filter(|c| j < c.outputs.len()) else {
+            return;
+        };
+        let mut buf = [0u8; 65536];
+        loop {
+            let n = match nix::unistd::read(&c.outputs[j].fd, &mut buf) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR) => continue,
+                // A pty master reads EIO once the last process holding the slave is gone.
+                Err(_) => 0,
+            };
+            let Container { log, outputs, .. } = c;
+            let o = &mut outputs[j];
+            let mut text = Vec::new();
+            let stamp = crilog::now();
+            let mut emit = |e: crilog::Entry<'_>| crilog::format_entry(&stamp, &e, &mut text);
+            if n == 0 {
+                o.splitter.finish(&mut emit);
+                write_log(log, &text);
+                outputs.remove(j);
+                return;
+            }
+            o.splitter.feed(&buf[..n], &mut emit);
+            write_log(log, &text);
+        }
+    }
+
+    fn read_exec_output(&mut self, i: usize, j: usize) {
+        let Some(e) = self.execs.get_mut(i) else {
+            return;
+        };
+        let Some((fd, which)) = e.outputs.get(j) else {
+            return;
+        };
+        let which = *which;
+        let mut buf = [0u8; 65536];
+        loop {
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) | Err(Errno::EIO) => {
+                    e.outputs.remove(j);
+                    return;
+                }
+                Ok(n) => {
+                    let room = EXEC_OUTPUT_LIMIT.saturating_sub(e.bufs[which].len());
+                    e.bufs[which].extend_from_slice(&buf[..n.min(room)]);
+                }
+                Err(Errno::EAGAIN) => return,
+                Err(Errno::EINTR) => continue,
+                Err(_) => {
+                    e.outputs.remove(j);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_signals(&mut self) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
+                    eprintln!(
+                        "berth-shim: pod {}: signalled; ending the sandbox",
+                        self.pod
+                    );
+                    let _ = self.shutdown();
+                }
+                _ => {}
+            }
+        }
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.exited(pid.as_raw(), code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    self.exited(pid.as_raw(), 128 + sig as i32)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn exited(&mut self, pid: i32, code: i32) {
+        if self.pause == Some(pid) {
+            eprintln!("berth-shim: pod {}: the pause exited ({code})", self.pod);
+            self.pause = None;
+            return;
+        }
+        for e in &mut self.execs {
+            if e.pid == pid {
+                e.exit = Some(code);
+                return;
+            }
+        }
+        let Some(id) = self
+            .containers
+            .iter()
+            .find(|(_, c)| c.state.pid == pid && c.state.status != Status::Exited)
+            .map(|(id, _)| id.clone())
+        else {
+            return;
+        };
+        let oom = self
+            .rt
+            .saved(&id)
+            .ok()
+            .and_then(|s| s.cgroup)
+            .and_then(|cg| cg.oom_kills().ok().flatten())
+            .is_some_and(|n| n > 0);
+        let path = self.exit_file(&id);
+        let c = self.containers.get_mut(&id).expect("found");
+        c.state.status = Status::Exited;
+        c.state.exit_code = code;
+        c.state.finished_at = now_ns();
+        c.state.oom_killed = oom;
+        let data = serde_json::to_vec(&c.state).expect("state serializes");
+        if let Err(e) = write_atomic(&path, &data) {
+            eprintln!("berth-shim: container {id}: record its exit: {e}");
+        }
+    }
+
+    fn exit_file(&self, id: &str) -> PathBuf {
+        self.dir.join("exits").join(format!("{id}.json"))
+    }
+
+    fn check_exec_deadlines(&mut self) {
+        let now = Instant::now();
+        for e in &mut self.execs {
+            if e.exit.is_none() && !e.timed_out && e.deadline.is_some_and(|d| now >= d) {
+                e.timed_out = true;
+                let _ = nix::sys::signal::kill(Pid::from_raw(e.pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Replies to every ExecSync whose process has exited and whose output is read.
+    fn finish_execs(&mut self) {
+        let mut i = 0;
+        while i < self.execs.len() {
+            let e = &self.execs[i];
+            if e.exit.is_none() || !(e.outputs.is_empty() || e.timed_out) {
+                i += 1;
+                continue;
+            }
+            let e = self.execs.swap_remove(i);
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let reply = ExecSyncReply {
+                exit_code: e.exit.unwrap_or(-1),
+                stdout: b64.encode(&e.bufs[0]),
+                stderr: b64.encode(&e.bufs[1]),
+                timed_out: e.timed_out,
+            };
+            respond(e.reply_to, Ok(Reply::ExecSync(reply)));
+        }
+    }
+}
+
+enum Source {
+    Listener,
+    Signals,
+    Conn(usize),
+    Output(String, usize),
+    ExecOutput(usize, usize),
+}
+
+fn msg(id: &str, e: libberth::Error) -> String {
+    format!("container {id:?}: {}", e.chain())
+}
+
+fn respond(mut stream: UnixStream, r: Result<Reply, String>) {
+    let resp = match r {
+        Ok(reply) => Response::Ok(reply),
+        Err(e) => Response::Error(e),
+    };
+    let mut line = serde_json::to_vec(&resp).expect("responses serialize");
+    line.push(b'\n');
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.write_all(&line);
+}
+
+fn write_log(log: &mut Option<LogFile>, text: &[u8]) {
+    if let (Some(l), false) = (log.as_mut(), text.is_empty()) {
+        if let Err(e) = l.write(text) {
+            eprintln!("berth-shim: write {}: {e}", l.path().display());
+        }
+    }
+}
+
+/// Whatever a deleted container's streams still hold goes to its log.
+fn flush_outputs(c: &mut Container) {
+    let stamp = crilog::now();
+    for o in &mut c.outputs {
+        let mut buf = [0u8; 65536];
+        let mut text = Vec::new();
+        while let Ok(n) = nix::unistd::read(&o.fd, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            o.splitter.feed(&buf[..n], &mut |e| {
+                crilog::format_entry(&stamp, &e, &mut text)
+            });
+        }
+        o.splitter
+            .finish(&mut |e| crilog::format_entry(&stamp, &e, &mut text));
+        write_log(&mut c.log, &text);
+    }
+    c.outputs.clear();
+}
+
+/// Temp file, fsync, rename: a crash leaves the old record or the new one.
+fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    Ok(())
+}
