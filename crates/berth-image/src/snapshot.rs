@@ -403,7 +403,9 @@ impl Snapshotter {
         Ok(rootfs)
     }
 
-    fn chain_of(&self, id: &str) -> Result<Vec<Digest>> {
+    /// The chain IDs of the layers container `id`'s root file system was made from, bottom
+    /// first.
+    pub fn layers_of(&self, id: &str) -> Result<Vec<Digest>> {
         let path = self.container_dir(id).join("layers.json");
         let data = match fs::read(&path) {
             Ok(d) => d,
@@ -434,7 +436,7 @@ impl Snapshotter {
         if self.driver == Driver::Copy || overlay::is_mount_point(&rootfs) {
             return Ok(rootfs);
         }
-        let chain = self.chain_of(id)?;
+        let chain = self.layers_of(id)?;
         // overlayfs lists lower directories top first.
         let lowers: Vec<PathBuf> = chain.iter().rev().map(|c| self.layer_dir(c)).collect();
         overlay::mount(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs).map_err(
@@ -491,7 +493,7 @@ impl Snapshotter {
     pub fn prune(&self, keep: &BTreeSet<Digest>) -> Result<Vec<Digest>> {
         let mut used = keep.clone();
         for id in self.containers()? {
-            if let Ok(chain) = self.chain_of(&id) {
+            if let Ok(chain) = self.layers_of(&id) {
                 used.extend(chain);
             }
         }

@@ -1,4 +1,5 @@
-//! Container records and the commands on containers: ps, stop, kill, rm, exec, logs.
+//! The commands on containers: ps, stop, kill, rm, exec, logs. Records are berth-engine's
+//! (shared with berthd); each container's directory holds:
 //!
 //! ```text
 //! <root>/containers/<id>/record.json   what berthctl knows (name, image, exit status)
@@ -7,151 +8,21 @@
 //! <root>/containers/<id>/etc/          its hosts, hostname and resolv.conf
 //! <root>/containers/<id>/volumes/      anonymous volumes for the image's Volumes
 //! ```
-//! Records are replaced atomically; creating one takes `<root>/containers/.lock` so two
-//! containers cannot take one name.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use berth_image::Digest;
-use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
 
 use crate::cli;
-use crate::store::Store;
+use berth_engine::{Record, Store};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    pub id: String,
-    pub name: String,
-    /// The image as the user named it.
-    pub image: String,
-    pub image_id: Digest,
-    pub command: Vec<String>,
-    pub created: u64,
-    pub stop_signal: Option<String>,
-    pub auto_remove: bool,
-    pub detached: bool,
-    pub exit_code: Option<i32>,
-    pub finished: Option<u64>,
-}
-
-/// The directory of container records.
-#[derive(Debug, Clone)]
-pub struct Records {
-    dir: PathBuf,
-}
-
-impl Records {
-    pub fn open(dir: &Path) -> Result<Records> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("create {}", dir.display()))?;
-        Ok(Records {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    pub fn dir(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
-    }
-
-    /// Serialises record creation (names are unique).
-    pub fn lock(&self) -> Result<Flock<File>> {
-        let p = self.dir.join(".lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&p)
-            .with_context(|| format!("open {}", p.display()))?;
-        Flock::lock(f, FlockArg::LockExclusive)
-            .map_err(|(_, e)| anyhow::anyhow!("lock {}: {e}", p.display()))
-    }
-
-    pub fn save(&self, r: &Record) -> Result<()> {
-        let dir = self.dir(&r.id);
-        let data = serde_json::to_vec_pretty(r)?;
-        write_atomic(&dir.join("record.json"), &data)
-            .with_context(|| format!("container {}: write its record", r.name))
-    }
-
-    pub fn load(&self, id: &str) -> Result<Record> {
-        let p = self.dir(id).join("record.json");
-        let data = fs::read(&p).with_context(|| format!("read {}", p.display()))?;
-        serde_json::from_slice(&data).with_context(|| format!("parse {}", p.display()))
-    }
-
-    pub fn list(&self) -> Result<Vec<Record>> {
-        let mut out = Vec::new();
-        for e in fs::read_dir(&self.dir).with_context(|| format!("read {}", self.dir.display()))? {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            if let Ok(r) = self.load(&name) {
-                out.push(r);
-            }
-        }
-        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
-        Ok(out)
-    }
-
-    /// By name, full ID, or unique ID prefix.
-    pub fn find(&self, query: &str) -> Result<Record> {
-        let all = self.list()?;
-        if let Some(r) = all.iter().find(|r| r.name == query || r.id == query) {
-            return Ok(r.clone());
-        }
-        let m: Vec<&Record> = all.iter().filter(|r| r.id.starts_with(query)).collect();
-        match m.len() {
-            1 => Ok(m[0].clone()),
-            0 => bail!("no container named or with ID {query:?}"),
-            _ => bail!(
-                "{query:?} matches {} containers; give more of the ID",
-                m.len()
-            ),
-        }
-    }
-
-    pub fn remove(&self, id: &str) -> Result<()> {
-        let d = self.dir(id);
-        match fs::remove_dir_all(&d) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("remove {}", d.display())),
-        }
-    }
-}
-
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
-}
-
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// A container by name, ID or unique ID prefix.
+pub fn find_record(s: &Store, query: &str) -> Result<Record> {
+    Ok(s.records.find(query)?)
 }
 
 /// What the runtime says: created, running, paused, stopped; `None` when it has no state.
@@ -304,11 +175,7 @@ pub fn stop_one(s: &Store, r: &Record, timeout: Duration) -> Result<()> {
 pub fn stop(s: &Store, a: &cli::Stop) -> Result<ExitCode> {
     let mut failed = false;
     for c in &a.containers {
-        match s
-            .records
-            .find(c)
-            .and_then(|r| stop_one(s, &r, Duration::from_secs(a.time)))
-        {
+        match find_record(s, c).and_then(|r| stop_one(s, &r, Duration::from_secs(a.time))) {
             Ok(()) => println!("{c}"),
             Err(e) => {
                 eprintln!("berthctl: stop {c}: {e:#}");
@@ -327,7 +194,7 @@ pub fn kill(s: &Store, a: &cli::Kill) -> Result<ExitCode> {
     let sig = parse_signal(&a.signal)?;
     let mut failed = false;
     for c in &a.containers {
-        let r = s.records.find(c).and_then(|r| {
+        let r = find_record(s, c).and_then(|r| {
             match runtime_status(s, &r.id).as_deref() {
                 Some("running") | Some("paused") | Some("created") => {}
                 _ => bail!("container {} is not running", r.name),
@@ -373,7 +240,7 @@ pub fn remove_container(s: &Store, r: &Record) -> Result<()> {
 pub fn rm(s: &Store, a: &cli::Rm) -> Result<ExitCode> {
     let mut failed = false;
     for c in &a.containers {
-        let res = s.records.find(c).and_then(|r| {
+        let res = find_record(s, c).and_then(|r| {
             let running = matches!(
                 runtime_status(s, &r.id).as_deref(),
                 Some("running") | Some("paused")
@@ -407,7 +274,7 @@ pub fn rm(s: &Store, a: &cli::Rm) -> Result<ExitCode> {
 
 pub fn exec(s: &Store, a: &cli::Exec) -> Result<ExitCode> {
     use libberth::foreground::{forward_signals, wait_loop, RawMode};
-    let r = s.records.find(&a.container)?;
+    let r = find_record(s, &a.container)?;
     if runtime_status(s, &r.id).as_deref() != Some("running") {
         bail!("container {} is not running", r.name);
     }
@@ -462,7 +329,7 @@ pub fn exec(s: &Store, a: &cli::Exec) -> Result<ExitCode> {
 }
 
 pub fn logs(s: &Store, a: &cli::Logs) -> Result<ExitCode> {
-    let r = s.records.find(&a.container)?;
+    let r = find_record(s, &a.container)?;
     let path = s.records.dir(&r.id).join("ctr.log");
     let mut f = match File::open(&path) {
         Ok(f) => f,

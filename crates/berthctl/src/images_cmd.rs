@@ -11,7 +11,7 @@ use berth_image::images::ImageRecord;
 use berth_image::registry::{AuthStore, RegistriesConfig};
 
 use crate::cli;
-use crate::store::Store;
+use berth_engine::Store;
 
 pub fn pull(s: &Store, p: &cli::Pull) -> Result<ExitCode> {
     let img = crate::pull::pull(s, &p.image, p.platform.as_deref(), p.quiet)?;
@@ -204,11 +204,10 @@ fn rmi_one(s: &Store, q: &str, force: bool) -> Result<String> {
 }
 
 pub fn prune(s: &Store, all: bool) -> Result<ExitCode> {
-    let used: Vec<_> = s.records.list()?.into_iter().map(|r| r.image_id).collect();
     let mut removed = 0;
     for img in s.images.list()? {
         let dangling = img.names.is_empty();
-        if (dangling || all) && !used.contains(&img.id) {
+        if (dangling || all) && s.users_of(&img)?.is_empty() {
             s.images.remove(&img.id)?;
             println!("{}", img.id);
             removed += 1;

@@ -7,7 +7,6 @@ mod containers;
 mod images_cmd;
 mod pull;
 mod run;
-mod store;
 
 use std::process::ExitCode;
 
@@ -61,8 +60,28 @@ fn one_line(e: &anyhow::Error) -> String {
     out
 }
 
+/// The stores under `--root`, shared with berthd.
+fn open_store(cli: &Cli) -> anyhow::Result<berth_engine::Store> {
+    use anyhow::Context;
+    let driver = match cli.storage_driver.as_deref() {
+        None => None,
+        Some(s) => Some(
+            berth_image::snapshot::Driver::parse(s)
+                .with_context(|| format!("--storage-driver {s:?}: use overlay or copy"))?,
+        ),
+    };
+    let max_layer_size = run::parse_size("--max-layer-size", &cli.max_layer_size)? as u64;
+    Ok(berth_engine::Store::open(&berth_engine::StoreOptions {
+        root: cli.root.clone(),
+        runroot: cli.runroot.clone(),
+        driver,
+        max_layer_size,
+        registries_conf: cli.registries_conf.clone(),
+    })?)
+}
+
 fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let s = store::Store::open(cli)?;
+    let s = open_store(cli)?;
     match &cli.command {
         Command::Pull(p) => images_cmd::pull(&s, p),
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images_cmd::images(&s, a),

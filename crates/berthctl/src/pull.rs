@@ -2,25 +2,14 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+use berth_engine::{PullPolicy, Store};
 use berth_image::images::ImageRecord;
-use berth_image::registry::{AuthStore, Platform, Progress, PullOptions, Puller, RegistriesConfig};
+use berth_image::registry::{Platform, Progress};
 use berth_image::Digest;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-
-use crate::store::Store;
-
-/// Short-name candidates (full names) from the registries config.
-pub fn candidates(conf: &Path, name: &str) -> Vec<String> {
-    RegistriesConfig::load(conf)
-        .ok()
-        .and_then(|c| c.candidates(name).ok())
-        .map(|v| v.into_iter().map(|n| n.to_string()).collect())
-        .unwrap_or_default()
-}
 
 pub fn platform(p: Option<&str>) -> Result<Platform> {
     match p {
@@ -115,32 +104,12 @@ impl Progress for Reporter {
     }
 }
 
-/// Pulls `name` into the stores and records it. The tokio runtime lives only for the pull,
-/// so no thread of it remains when a container is cloned from this process afterwards.
+/// Pulls `name` into the stores, records and unpacks it, with progress on stderr.
 pub fn pull(s: &Store, name: &str, plat: Option<&str>, quiet: bool) -> Result<ImageRecord> {
-    let config = RegistriesConfig::load(&s.registries_conf)?;
-    let auth = AuthStore::from_env();
-    let opts = PullOptions {
-        platform: platform(plat)?,
-        ..PullOptions::default()
-    };
-    let puller = Puller::new(s.content.clone(), config, auth);
-    let reporter: Arc<dyn Progress> = Arc::new(Reporter::new(quiet));
-    let _hold = s.images.hold_for_write()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
-    let fetched = rt.block_on(puller.pull(name, &opts, reporter.clone()));
-    drop(rt);
-    let fetched = fetched?;
-    let record = s.images.add(&s.content, &fetched, &[])?;
-    // Unpack now, so the first run of the image starts at once.
-    let unpacked = s.snapshots.unpack(&s.content, &record)?;
-    s.images.record_layer_sizes(&unpacked.sizes)?;
-    if !quiet && unpacked.unpacked > 0 {
-        reporter.note(&format!("Unpacked {} layer(s)", unpacked.unpacked));
+    let reporter = Arc::new(Reporter::new(quiet));
+    let (record, unpacked) = s.pull(name, Some(platform(plat)?), None, reporter.clone())?;
+    if !quiet && unpacked > 0 {
+        reporter.note(&format!("Unpacked {unpacked} layer(s)"));
     }
     Ok(record)
 }
@@ -153,13 +122,15 @@ pub fn ensure_image(
     policy: &str,
     plat: Option<&str>,
 ) -> Result<ImageRecord> {
+    let policy: PullPolicy = policy
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--pull {policy:?}: use missing, always or never"))?;
     match policy {
-        "missing" => match s.find_local(name)? {
+        PullPolicy::Missing => match s.find_local(name)? {
             Some(img) => Ok(img),
             None => pull(s, name, plat, false),
         },
-        "always" => pull(s, name, plat, false),
-        "never" => s.image(name),
-        p => bail!("--pull {p:?}: use missing, always or never"),
+        PullPolicy::Always => pull(s, name, plat, false),
+        PullPolicy::Never => Ok(s.image(name)?),
     }
 }

@@ -17,8 +17,10 @@ use berth_image::passwd::resolve_user;
 use berth_image::runconfig::{self, Bind, Network, RunOptions};
 
 use crate::cli;
-use crate::containers::{now, remove_container, Record};
-use crate::store::Store;
+use berth_engine::records::now;
+use berth_engine::{Record, Store};
+
+use crate::containers::remove_container;
 
 /// Holds berthctl's own path for the re-executed, protected copy (see main).
 pub const EXE_ENV: &str = "BERTHCTL_EXE";
@@ -226,16 +228,11 @@ pub fn run(s: &Store, a: &cli::Run) -> Result<ExitCode> {
         exit_code: None,
         finished: None,
     };
-    {
-        let _lock = s.records.lock()?;
-        if s.records.list()?.iter().any(|r| r.name == name) {
-            bail!("the name {name:?} is taken by another container (berthctl ps -a)");
+    match s.records.create(&record) {
+        Err(berth_engine::Error::NameTaken(n)) => {
+            bail!("the name {n:?} is taken by another container (berthctl ps -a)")
         }
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(s.records.dir(&id))
-            .with_context(|| format!("container {name}: create its directory"))?;
-        s.records.save(&record)?;
+        r => r?,
     }
     if let Err(e) = prepare(s, &record, &image, &config, &mut opts, a.user.as_deref()) {
         let _ = remove_container(s, &record);
