@@ -17,7 +17,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 /// The namespace kinds a pod's containers share, as /proc/<pid>/ns names them.
-pub const SHARED: [&str; 3] = ["ipc", "uts", "pid"];
+pub const SHARED: [&str; 4] = ["net", "ipc", "uts", "pid"];
 
 /// Starts the pause for `spec`; returns its pid (a child of the shim, which reaps it).
 pub fn start(spec: &SandboxSpec) -> Result<i32, String> {
@@ -93,6 +93,9 @@ fn enter(spec: &SandboxSpec) -> Result<(), String> {
             .map_err(|e| format!("join network namespace {}: {e}", netns.display()))?;
     }
     let mut flags = CloneFlags::empty();
+    if spec.net && spec.netns.is_none() {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
     if spec.ipc {
         flags |= CloneFlags::CLONE_NEWIPC;
     }
@@ -103,8 +106,40 @@ fn enter(spec: &SandboxSpec) -> Result<(), String> {
         flags |= CloneFlags::CLONE_NEWPID;
     }
     unshare(flags).map_err(|e| format!("make the pod's namespaces: {e}"))?;
+    if flags.contains(CloneFlags::CLONE_NEWNET) {
+        loopback_up().map_err(|e| format!("bring up lo in the pod's network namespace: {e}"))?;
+    }
     if let Some(h) = &spec.hostname {
         nix::unistd::sethostname(h).map_err(|e| format!("set hostname {h:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Sets IFF_UP on `lo` in the current network namespace (a new one has it down).
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: socket(2) with constant arguments; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the flags of the interface named in `req` into it; `req`
+    // is a live, properly sized ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled the flags member of the union just above.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads `req`, a live ifreq naming lo with the new flags.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
@@ -145,6 +180,7 @@ pub fn pin(dir: &Path, pid: i32, spec: &SandboxSpec) -> Result<Vec<(String, Path
     let mut out = Vec::new();
     for kind in SHARED {
         let made = match kind {
+            "net" => spec.net && spec.netns.is_none(),
             "ipc" => spec.ipc,
             "uts" => spec.hostname.is_some(),
             _ => spec.pid,

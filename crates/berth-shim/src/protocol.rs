@@ -8,8 +8,11 @@ use serde::{Deserialize, Serialize};
 /// The pod's infra process: which namespaces it makes or joins.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SandboxSpec {
-    /// A network namespace to join (one the engine made for CNI); none: the host's.
+    /// A network namespace to join (one the engine made); none: see `net`.
     pub netns: Option<PathBuf>,
+    /// A new network namespace with its loopback up (else the host's, or `netns`).
+    #[serde(default)]
+    pub net: bool,
     /// A new IPC namespace (else the host's).
     pub ipc: bool,
     /// A new UTS namespace with this hostname (else the host's).
@@ -64,6 +67,12 @@ pub enum Request {
         id: String,
     },
     ExecSync(ExecSyncSpec),
+    /// Replies with the container's state once it has exited, or when `timeout_ms` (0: no
+    /// deadline) has passed, whichever comes first.
+    Wait {
+        id: String,
+        timeout_ms: u64,
+    },
     /// Opens the container's log path again (after the kubelet renamed the file).
     ReopenLog {
         id: String,

@@ -60,6 +60,13 @@ struct ExecSession {
     reply_to: UnixStream,
 }
 
+/// A Wait request: answered when its container exits or at its deadline.
+struct Waiter {
+    id: String,
+    deadline: Option<Instant>,
+    reply_to: UnixStream,
+}
+
 /// A connection that has not sent its whole request yet.
 struct Conn {
     stream: UnixStream,
@@ -76,6 +83,7 @@ pub struct Shim {
     conns: Vec<Conn>,
     containers: HashMap<String, Container>,
     execs: Vec<ExecSession>,
+    waiters: Vec<Waiter>,
     pause: Option<i32>,
     shutting_down: bool,
 }
@@ -134,6 +142,7 @@ impl Shim {
             conns: Vec::new(),
             containers: HashMap::new(),
             execs: Vec::new(),
+            waiters: Vec::new(),
             pause: None,
             shutting_down: false,
         })
@@ -143,6 +152,7 @@ impl Shim {
     pub fn run(&mut self) {
         loop {
             if self.shutting_down && self.containers.is_empty() && self.execs.is_empty() {
+                self.finish_waits();
                 let _ = fs::remove_file(self.dir.join(SOCKET));
                 eprintln!("berth-shim: pod {}: done", self.pod);
                 return;
@@ -232,6 +242,7 @@ impl Shim {
         }
         self.check_exec_deadlines();
         self.finish_execs();
+        self.finish_waits();
         conn_ready.sort_unstable();
         for i in conn_ready.into_iter().rev() {
             self.read_conn(i);
@@ -249,6 +260,9 @@ impl Shim {
             if let Some(d) = e.deadline.filter(|_| e.exit.is_none()) {
                 next = Some(next.map_or(d, |n| n.min(d)));
             }
+        }
+        for d in self.waiters.iter().filter_map(|w| w.deadline) {
+            next = Some(next.map_or(d, |n| n.min(d)));
         }
         match next {
             None => PollTimeout::NONE,
@@ -338,6 +352,20 @@ impl Shim {
                     return;
                 }
             },
+            Request::Wait { id, timeout_ms } => {
+                if let Err(e) = self.known(&id) {
+                    respond(stream, Err(e));
+                    return;
+                }
+                self.waiters.push(Waiter {
+                    id,
+                    deadline: (timeout_ms > 0)
+                        .then(|| Instant::now() + Duration::from_millis(timeout_ms)),
+                    reply_to: stream,
+                });
+                self.finish_waits();
+                return;
+            }
             Request::ReopenLog { id } => self.reopen_log(&id),
             Request::Shutdown => self.shutdown(),
         };
@@ -556,6 +584,7 @@ impl Shim {
             ignore_paused: false,
             sub_cgroups: Vec::new(),
             stdio,
+            new_session: true,
         };
         let pid = match self.rt.exec(&opts) {
             Ok(e) => e.pid,
@@ -706,7 +735,40 @@ impl Shim {
         for e in &mut self.execs {
             if e.exit.is_none() && !e.timed_out && e.deadline.is_some_and(|d| now >= d) {
                 e.timed_out = true;
+                // The exec'd process leads its own process group (libberth makes it a
+                // session leader): what it started goes with it.
+                let _ = nix::sys::signal::killpg(Pid::from_raw(e.pid), Signal::SIGKILL);
                 let _ = nix::sys::signal::kill(Pid::from_raw(e.pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Replies to every Wait whose container has exited (or is gone), or whose deadline
+    /// has passed, with the container's state.
+    fn finish_waits(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let w = &self.waiters[i];
+            let reply = match self.containers.get(&w.id) {
+                None => Some(Err(format!(
+                    "container {:?}: container does not exist",
+                    w.id
+                ))),
+                Some(c) if c.state.status == Status::Exited => {
+                    Ok(Reply::State(c.state.clone())).into()
+                }
+                Some(c) if w.deadline.is_some_and(|d| now >= d) => {
+                    Ok(Reply::State(c.state.clone())).into()
+                }
+                Some(_) => None,
+            };
+            match reply {
+                Some(r) => {
+                    let w = self.waiters.swap_remove(i);
+                    respond(w.reply_to, r);
+                }
+                None => i += 1,
             }
         }
     }

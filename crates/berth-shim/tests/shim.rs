@@ -81,11 +81,13 @@ impl Pod {
         spec["process"]["args"] = json!(["sh", "-c", script]);
         spec["root"] = json!({"path": self.tmp.path().join("rootfs"), "readonly": true});
         spec.as_object_mut().unwrap().remove("hostname");
-        let ns: Vec<Value> = ["mount", "cgroup", "pid", "ipc", "uts"]
+        let ns: Vec<Value> = ["mount", "cgroup", "network", "pid", "ipc", "uts"]
             .iter()
+            .filter(|kind| **kind != "network" || pinned.contains(kind))
             .map(|kind| {
                 if pinned.contains(kind) {
-                    json!({"type": kind, "path": self.dir().join("ns").join(kind)})
+                    let file = if *kind == "network" { "net" } else { kind };
+                    json!({"type": kind, "path": self.dir().join("ns").join(file)})
                 } else {
                     json!({ "type": kind })
                 }
@@ -102,7 +104,7 @@ impl Pod {
     }
 
     fn create(&self, name: &str, script: &str, log: Option<&Path>) -> i32 {
-        let bundle = self.bundle(name, script, &["pid", "ipc", "uts"]);
+        let bundle = self.bundle(name, script, &["network", "pid", "ipc", "uts"]);
         match self.call(Request::Create(CreateSpec {
             id: name.into(),
             bundle,
@@ -207,6 +209,25 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// How many live processes run `cmd` with first argument `arg`.
+fn processes_running(cmd: &str, arg: &str) -> usize {
+    let want = format!("{cmd}\0{arg}\0");
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<i32>().is_ok())
+        })
+        .filter(|e| fs::read(e.path().join("cmdline")).is_ok_and(|c| c.ends_with(want.as_bytes())))
+        .filter(|e| {
+            let pid: i32 = e.file_name().to_str().unwrap().parse().unwrap();
+            alive(pid)
+        })
+        .count()
+}
+
 fn b64(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
@@ -246,6 +267,7 @@ fn a_pod_runs_logs_execs_and_ends_clean() {
     // The sandbox: a pause in new ipc, uts and pid namespaces, pinned under DIR/ns.
     let pause = match pod.call(Request::Sandbox(SandboxSpec {
         netns: None,
+        net: true,
         ipc: true,
         hostname: Some("podhost".into()),
         pid: true,
@@ -254,7 +276,7 @@ fn a_pod_runs_logs_execs_and_ends_clean() {
         other => panic!("sandbox: {other:?}"),
     };
     assert!(alive(pause), "the pause {pause} runs");
-    for kind in ["ipc", "uts", "pid"] {
+    for kind in ["net", "ipc", "uts", "pid"] {
         let pinned = fs::metadata(dir.join("ns").join(kind)).unwrap().ino();
         let live = fs::metadata(format!("/proc/{pause}/ns/{kind}"))
             .unwrap()
@@ -273,7 +295,7 @@ fn a_pod_runs_logs_execs_and_ends_clean() {
     fs::create_dir_all(log.parent().unwrap()).unwrap();
     pod.create(
         "first",
-        "echo hello; echo oops >&2; echo host=$(hostname) pid=$$; printf partial; exit 3",
+        "echo hello; echo oops >&2; echo host=$(hostname) pid=$$; echo lo=$(cat /sys/class/net/lo/flags); printf partial; exit 3",
         Some(&log),
     );
     assert_eq!(pod.state("first").status, Status::Created);
@@ -303,6 +325,8 @@ fn a_pod_runs_logs_execs_and_ends_clean() {
     let line = lines.iter().find(|l| l.2.starts_with("host=")).unwrap();
     assert!(line.2.starts_with("host=podhost pid="), "{line:?}");
     assert_ne!(line.2, "host=podhost pid=1", "the pause is the pod's pid 1");
+    // The pod's own network namespace, its loopback up (IFF_UP | IFF_LOOPBACK).
+    assert!(has("stdout", "F", "lo=0x9"), "{lines:?}");
 
     // Running without force cannot be deleted; an exited one can, with its record.
     let busy_log = pod.tmp.path().join("logs/busy.log");
@@ -356,9 +380,20 @@ fn a_pod_runs_logs_execs_and_ends_clean() {
     assert!(!r.timed_out);
     assert_eq!(b64(&r.stdout), b"out podhost\n");
     assert_eq!(b64(&r.stderr), b"err\n");
-    // Past its timeout it is killed and the reply says so.
-    let r = pod.exec("busy", &["sleep", "100"], 300);
+    // Past its timeout it is killed, with what it started, and the reply says so.
+    let r = pod.exec("busy", &["sh", "-c", "sleep 1234 & sleep 1234"], 300);
     assert!(r.timed_out, "{r:?}");
+    wait_for("the exec's children to die", || {
+        processes_running("sleep", "1234") == 0
+    });
+    // Wait: at its deadline it answers with the state so far.
+    match pod.call(Request::Wait {
+        id: "busy".into(),
+        timeout_ms: 100,
+    }) {
+        Reply::State(s) => assert_eq!(s.status, Status::Running),
+        other => panic!("wait: {other:?}"),
+    }
     // Output past the cap is read and dropped, not held (CVE-2022-1708).
     let r = pod.exec(
         "busy",
@@ -379,13 +414,27 @@ fn a_pod_runs_logs_execs_and_ends_clean() {
         .to_string();
     assert!(err.contains("nosuch"), "{err}");
 
-    // Kill: the exit is 128 + SIGKILL, recorded.
+    // Kill: the exit is 128 + SIGKILL, recorded; a Wait under way hears of it.
     let busy_pid = pod.state("busy").pid;
+    let waiter = {
+        let client = pod.client.clone();
+        std::thread::spawn(move || {
+            client.call(&Request::Wait {
+                id: "busy".into(),
+                timeout_ms: 0,
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
     pod.call(Request::Kill {
         id: "busy".into(),
         signal: 9,
         all: false,
     });
+    match waiter.join().unwrap().unwrap() {
+        Reply::State(s) => assert_eq!((s.status, s.exit_code), (Status::Exited, 137)),
+        other => panic!("wait: {other:?}"),
+    }
     let s = pod.wait_exited("busy");
     assert_eq!(s.exit_code, 137, "{s:?}");
     assert!(!alive(busy_pid));

@@ -56,6 +56,7 @@ pub fn exec(rt: &Runtime, e: &Exec) -> CmdResult {
         ignore_paused: e.ignore_paused,
         sub_cgroups: e.cgroup.clone(),
         stdio: Default::default(),
+        new_session: false,
     };
     if e.detach {
         rt.exec(&opts).map_err(fail)?;

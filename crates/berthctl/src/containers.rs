@@ -313,6 +313,7 @@ pub fn exec(s: &Store, a: &cli::Exec) -> Result<ExitCode> {
         ignore_paused: false,
         sub_cgroups: vec![],
         stdio: Default::default(),
+        new_session: false,
     };
     let sfd = forward_signals().map_err(|e| anyhow::anyhow!("{}", e.chain()))?;
     let execed = s

@@ -42,6 +42,9 @@ pub struct ExecOptions {
     pub sub_cgroups: Vec<String>,
     /// The process's stdio, where not the caller's own.
     pub stdio: crate::process::Stdio,
+    /// Make the process a session (and process group) leader even without a terminal, so
+    /// that a monitor can kill it with all it started (CRI ExecSync timeouts).
+    pub new_session: bool,
 }
 
 /// Overrides of the container's process, as `exec`'s flags give them.
@@ -82,6 +85,7 @@ struct ExecConfig<'a> {
     caps: CapSets,
     preserve_fds: u32,
     stdio: &'a crate::process::Stdio,
+    new_session: bool,
     personality: Option<oci_spec::runtime::LinuxPersonality>,
     memory_policy: Option<oci_spec::runtime::LinuxMemoryPolicy>,
     /// The init's root, for a container without a mount namespace of its own: entered
@@ -266,6 +270,7 @@ impl Runtime {
             caps,
             preserve_fds: o.preserve_fds,
             stdio: &o.stdio,
+            new_session: o.new_session,
             personality: linux.personality().clone(),
             memory_policy: linux.memory_policy().clone(),
             chroot,
@@ -610,6 +615,9 @@ fn run_exec_child(chan: &Channel, cfg: &ExecConfig<'_>, ready: &mut bool) -> Res
         setsid().ctx(|| "setsid".into())?;
         Some(crate::console::open_pty(chan, p.console_size().as_ref())?)
     } else {
+        if cfg.new_session {
+            setsid().ctx(|| "setsid".into())?;
+        }
         None
     };
     crate::rlimit::apply(p.rlimits().as_deref().unwrap_or(&[]))?;
