@@ -73,7 +73,10 @@ impl Env {
             )
             .unwrap();
         }
-        AuthStore { files: vec![p] }
+        AuthStore {
+            files: vec![p],
+            ..Default::default()
+        }
     }
 
     fn pull_with(
@@ -320,6 +323,18 @@ fn basic_auth_with_stored_credentials() {
     assert_eq!(env.file(&f, "marker").as_deref(), Some("basic"));
 }
 
+/// The kubelet hands credentials with each PullImage: they are used though no file has any.
+#[test]
+fn basic_auth_with_given_credentials() {
+    support::require_tools();
+    let (_reg, env, name) = serving(Mode::Basic, "basic", "test/basic:1");
+    let given = env.auth(None).with_credentials(USER, PASSWORD);
+    let f = env.pull_with(env.config(""), given, &name, None).0.unwrap();
+    assert_eq!(env.file(&f, "marker").as_deref(), Some("basic"));
+    let wrong = env.auth(None).with_credentials(USER, "wrong");
+    assert!(env.pull_with(env.config(""), wrong, &name, None).0.is_err());
+}
+
 #[test]
 fn basic_auth_without_or_with_wrong_credentials() {
     support::require_tools();
@@ -425,6 +440,7 @@ fn login_checks_then_writes_0600_and_logout_removes() {
     let file = env.dir.path().join("run/containers/auth.json");
     let store = AuthStore {
         files: vec![file.clone(), env.dir.path().join("docker/config.json")],
+        ..Default::default()
     };
     let e = block_on(store.login(&env.config(""), &h, USER, "wrong"))
         .unwrap_err()
@@ -467,6 +483,7 @@ fn login_through_a_token_server() {
     let file = env.dir.path().join("auth.json");
     let store = AuthStore {
         files: vec![file.clone()],
+        ..Default::default()
     };
     let e = block_on(store.login(&env.config(""), &h, USER, "nope"))
         .unwrap_err()

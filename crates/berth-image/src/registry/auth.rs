@@ -33,10 +33,13 @@ pub enum AuthError {
 }
 
 /// The credential files, in the order they are read; `login` writes the first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AuthStore {
     /// The files, first wins. Tests and callers with their own layout set it directly.
     pub files: Vec<PathBuf>,
+    /// Credentials the caller was handed for this pull (the kubelet's AuthConfig); they
+    /// come before any file. Never written anywhere.
+    pub given: Option<(String, String)>,
 }
 
 /// The key a registry is stored under: `docker.io` is docker's `https://index.docker.io/v1/`.
@@ -86,11 +89,21 @@ impl AuthStore {
             files.push(h.join(".config/containers/auth.json"));
             files.push(h.join(".docker/config.json"));
         }
-        AuthStore { files }
+        AuthStore { files, given: None }
     }
 
-    /// Credentials (user, password) for `registry` (host[:port]), if any file has them.
+    /// The same files, with `user`/`password` for this pull before them.
+    pub fn with_credentials(mut self, user: &str, password: &str) -> AuthStore {
+        self.given = Some((user.to_string(), password.to_string()));
+        self
+    }
+
+    /// Credentials (user, password) for `registry` (host[:port]): those given, else the
+    /// first file's that has them.
     pub fn credentials(&self, registry: &str) -> Result<Option<(String, String)>, AuthError> {
+        if let Some(g) = &self.given {
+            return Ok(Some(g.clone()));
+        }
         for f in &self.files {
             let Some(doc) = read(f)? else { continue };
             let Some(auths) = doc["auths"].as_object() else {

@@ -13,6 +13,7 @@ fn reads_each_form_in_order() {
     fs::write(&b, r#"{"auths": {"r.example:5000": {"username": "u", "password": "p"}, "docker.io": {"auth": "b3RoZXI6eA=="}, "tok.example": {"identitytoken": "x"}}}"#).unwrap();
     let s = AuthStore {
         files: vec![d.path().join("missing.json"), a.clone(), b.clone()],
+        given: None,
     };
     assert_eq!(
         s.credentials("docker.io").unwrap(),
@@ -45,6 +46,7 @@ fn logout_removes_and_says_when_there_was_nothing() {
     .unwrap();
     let s = AuthStore {
         files: vec![a.clone()],
+        given: None,
     };
     assert_eq!(s.logout("https://r.example/").unwrap(), a);
     assert_eq!(s.credentials("r.example").unwrap(), None);
@@ -101,6 +103,7 @@ fn identity_tokens_are_reported_not_used() {
     .unwrap();
     let s = AuthStore {
         files: vec![a.clone()],
+        given: None,
     };
     assert_eq!(s.credentials("tok.example").unwrap(), None);
     assert_eq!(s.identity_token_only("tok.example"), Some(a));
@@ -115,6 +118,7 @@ fn a_fifo_or_an_oversized_credential_file_is_refused_without_blocking() {
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let store = AuthStore {
         files: vec![fifo.clone()],
+        given: None,
     };
     let e = store.credentials("r.example").unwrap_err().to_string();
     assert_eq!(e, format!("{}: not a regular file", fifo.display()));
@@ -125,6 +129,7 @@ fn a_fifo_or_an_oversized_credential_file_is_refused_without_blocking() {
         .unwrap();
     let store = AuthStore {
         files: vec![big.clone()],
+        given: None,
     };
     let e = store.credentials("r.example").unwrap_err().to_string();
     assert_eq!(
@@ -133,5 +138,29 @@ fn a_fifo_or_an_oversized_credential_file_is_refused_without_blocking() {
             "{}: 4194305 bytes, over the 4194304-byte limit",
             big.display()
         )
+    );
+}
+
+#[test]
+fn given_credentials_come_before_the_files() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a.json");
+    fs::write(
+        &a,
+        r#"{"auths": {"r.example": {"username": "file", "password": "f"}}}"#,
+    )
+    .unwrap();
+    let s = AuthStore {
+        files: vec![a],
+        given: None,
+    };
+    assert_eq!(
+        s.credentials("r.example").unwrap(),
+        Some(("file".into(), "f".into()))
+    );
+    let s = s.with_credentials("kubelet", "k");
+    assert_eq!(
+        s.credentials("r.example").unwrap(),
+        Some(("kubelet".into(), "k".into()))
     );
 }
