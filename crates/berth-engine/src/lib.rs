@@ -6,9 +6,11 @@
 //!
 //! - [`store`]: the content store, image metadata, snapshots, pulls and garbage collection.
 //! - [`records`]: container records, replaced atomically, with unique names.
+//! - [`volumes`]: the image's volumes, copied up into a container's own directories.
 
 pub mod records;
 pub mod store;
+pub mod volumes;
 
 pub use records::{Record, Records};
 pub use store::{PullPolicy, Store, StoreOptions};
@@ -57,6 +59,8 @@ pub enum Error {
     Pull(#[from] berth_image::registry::PullError),
     #[error("image {image}: {reason}")]
     ImageConfig { image: String, reason: String },
+    #[error("volume {volume}: {reason}")]
+    Volume { volume: String, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

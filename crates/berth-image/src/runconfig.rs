@@ -109,6 +109,30 @@ pub enum RunConfigError {
     Spec(String),
 }
 
+/// The mounts every container gets: /proc, /dev (a tmpfs), /dev/pts, `shm` at /dev/shm,
+/// /dev/mqueue, /sys (read-only unless `sys_readonly` is false: privileged containers) and
+/// its cgroup tree, read-only.
+pub fn default_mounts(shm: Value, sys_readonly: bool) -> Vec<Value> {
+    let mut sys = vec!["nosuid", "noexec", "nodev"];
+    if sys_readonly {
+        sys.push("ro");
+    }
+    vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        shm,
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    ]
+}
+
 /// The process arguments: Entrypoint + Cmd, with the user's overrides (docker's rule: a new
 /// entrypoint drops the image's Cmd).
 pub fn process_args(
@@ -187,22 +211,9 @@ pub fn runtime_config(
         })
         .unwrap_or_else(|| "/".to_string());
     let caps = json!(DEFAULT_CAPS);
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc",
-               "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-               "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-               "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
-    ];
+    let shm = json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                     "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]});
+    let mut mounts = default_mounts(shm, true);
     for b in extra_binds.iter().chain(&opts.binds) {
         if !b.destination.starts_with('/') {
             return Err(RunConfigError::BadBind(b.destination.clone()));

@@ -304,20 +304,13 @@ fn prepare(
             readonly: false,
         });
     }
-    for (n, v) in runconfig::volumes(config).iter().enumerate() {
-        if opts.binds.iter().any(|b| &b.destination == v) {
-            continue;
-        }
-        let p = dir.join("volumes").join(n.to_string());
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&p)?;
-        // The volume starts with what the image has there, owner and mode included.
-        berth_image::copyup::copy_up(&rootfs, v, &p)?;
+    let volumes = berth_engine::volumes::image_volumes(config, &rootfs, &dir, |v| {
+        opts.binds.iter().any(|b| b.destination == v)
+    })?;
+    for (destination, source) in volumes {
         extra.push(Bind {
-            source: p,
-            destination: v.clone(),
+            source,
+            destination,
             readonly: false,
         });
     }
