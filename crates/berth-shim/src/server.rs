@@ -666,10 +666,18 @@ impl Shim {
         while let Ok(Some(info)) = self.signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
+                    // An administrator's stop: the pod ends whole, containers included.
                     eprintln!(
-                        "berth-shim: pod {}: signalled; ending the sandbox",
+                        "berth-shim: pod {}: signalled; ending the pod and its containers",
                         self.pod
                     );
+                    let ids: Vec<String> = self.containers.keys().cloned().collect();
+                    for id in ids {
+                        if let Err(e) = self.delete(&id, true) {
+                            eprintln!("berth-shim: {e}");
+                            self.containers.remove(&id);
+                        }
+                    }
                     let _ = self.shutdown();
                 }
                 _ => {}

@@ -154,7 +154,16 @@ impl Pod {
 impl Drop for Pod {
     fn drop(&mut self) {
         let _ = self.client.call(&Request::Shutdown);
-        // Anything a failed test left: force-delete through a fresh runtime.
+        // Anything a failed test left: force-deleted through the shim (which then exits),
+        // then through a fresh runtime for what the shim no longer knew.
+        if let Ok(rd) = fs::read_dir(self.tmp.path().join("runtime")) {
+            for e in rd.flatten() {
+                let _ = self.client.call(&Request::Delete {
+                    id: e.file_name().to_string_lossy().into_owned(),
+                    force: true,
+                });
+            }
+        }
         let rt = libberth::Runtime {
             root: self.tmp.path().join("runtime"),
             systemd_cgroup: false,
@@ -226,6 +235,34 @@ fn processes_running(cmd: &str, arg: &str) -> usize {
             alive(pid)
         })
         .count()
+}
+
+/// The shim process: the one whose descriptors include its listening socket.
+fn shim_pid(pod: &Pod) -> i32 {
+    let path = pod.dir().join(berth_shim::SOCKET);
+    let path = path.to_string_lossy().into_owned();
+    let unix = fs::read_to_string("/proc/net/unix").unwrap();
+    let ino = unix
+        .lines()
+        .find(|l| l.ends_with(&path))
+        .and_then(|l| l.split_whitespace().nth(6))
+        .unwrap()
+        .to_string();
+    let needle = format!("socket:[{ino}]");
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|fds| {
+                    fds.flatten().any(|f| {
+                        fs::read_link(f.path()).is_ok_and(|l| l.to_string_lossy() == needle)
+                    })
+                })
+                .unwrap_or(false)
+        })
+        .expect("the shim process")
 }
 
 fn b64(s: &str) -> Vec<u8> {
@@ -478,31 +515,7 @@ fn the_shim_outlives_its_caller_and_holds_no_caller_fds() {
     }
     let pod = Pod::new("pod-detach");
     let sock = pod.dir().join(berth_shim::SOCKET);
-    // Find the process that listens: the one whose fds include the socket's inode.
-    let ino = {
-        let unix = fs::read_to_string("/proc/net/unix").unwrap();
-        let path = sock.to_string_lossy().into_owned();
-        unix.lines()
-            .find(|l| l.ends_with(&path))
-            .and_then(|l| l.split_whitespace().nth(6))
-            .unwrap()
-            .to_string()
-    };
-    let needle = format!("socket:[{ino}]");
-    let shim = fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| {
-            fs::read_dir(format!("/proc/{pid}/fd"))
-                .map(|fds| {
-                    fds.flatten().any(|f| {
-                        fs::read_link(f.path()).is_ok_and(|l| l.to_string_lossy() == needle)
-                    })
-                })
-                .unwrap_or(false)
-        })
-        .expect("the shim process");
+    let shim = shim_pid(&pod);
     let stat = fs::read_to_string(format!("/proc/{shim}/stat")).unwrap();
     let fields: Vec<&str> = stat
         .rsplit(')')
@@ -582,4 +595,37 @@ fn bad_arguments_and_bad_bundles_are_named() {
         .to_string();
     assert!(err.contains("\"c\"") && err.contains("c.log"), "{err}");
     assert!(!pod.tmp.path().join("runtime/c").exists());
+}
+
+#[test]
+fn sigterm_ends_the_pod_with_its_containers() {
+    if !is_root() {
+        berth_testkit::skip("sigterm_ends_the_pod_with_its_containers", "needs root");
+        return;
+    }
+    let pod = Pod::new("pod-term");
+    pod.call(Request::Sandbox(SandboxSpec {
+        netns: None,
+        net: true,
+        ipc: true,
+        hostname: Some("termhost".into()),
+        pid: true,
+    }));
+    let pid = pod.create("sleeper", "exec sleep 4321", None);
+    pod.call(Request::Start {
+        id: "sleeper".into(),
+    });
+    let shim = shim_pid(&pod);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for("the shim to exit", || !alive(shim));
+    assert!(!alive(pid), "the container went with it");
+    let left: Vec<_> = fs::read_dir(pod.tmp.path().join("runtime"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "libberth state left: {left:?}");
+    assert!(mounts_under(pod.tmp.path()).is_empty());
 }
