@@ -1,0 +1,431 @@
+//! berthd driven over CRI v1 as the kubelet drives it, with real pods and containers of the
+//! built-in busybox image (no registry, no network). Root only.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+use k8s_cri::v1::*;
+use tonic::Code;
+
+fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    berth_testkit::skip(test, "needs root");
+    true
+}
+
+#[test]
+fn version_status_and_runtime_config() {
+    if skip_unless_root("version_status_and_runtime_config") {
+        return;
+    }
+    let b = Berthd::start();
+    let mut rs = b.rs.clone();
+    let v = b
+        .call(
+            "Version",
+            rs.version(VersionRequest {
+                version: "v1".into(),
+            }),
+        )
+        .unwrap();
+    assert_eq!(
+        (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+        ("berth", "v1")
+    );
+    let s = b
+        .call("Status", rs.status(StatusRequest { verbose: true }))
+        .unwrap();
+    let conds = s.status.unwrap().conditions;
+    let ready = conds.iter().find(|c| c.r#type == "RuntimeReady").unwrap();
+    assert!(ready.status);
+    let net = conds.iter().find(|c| c.r#type == "NetworkReady").unwrap();
+    assert!(!net.status && !net.message.is_empty(), "says why: {net:?}");
+    assert!(s.info.contains_key("config"));
+    let rc = b
+        .call("RuntimeConfig", rs.runtime_config(RuntimeConfigRequest {}))
+        .unwrap();
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        CgroupDriver::Cgroupfs as i32
+    );
+    let err = b
+        .call(
+            "Exec",
+            rs.exec(ExecRequest {
+                container_id: "x".into(),
+                ..Default::default()
+            }),
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("Exec"), "{err:?}");
+}
+
+#[test]
+fn images_of_the_shared_store() {
+    if skip_unless_root("images_of_the_shared_store") {
+        return;
+    }
+    let b = Berthd::start();
+    let mut is = b.is.clone();
+    let spec = ImageSpec {
+        image: berth_image::builtin::NAME.into(),
+        ..Default::default()
+    };
+    let st = b
+        .call(
+            "ImageStatus",
+            is.image_status(ImageStatusRequest {
+                image: Some(spec.clone()),
+                verbose: true,
+            }),
+        )
+        .unwrap();
+    let img = st.image.expect("the built-in image");
+    assert!(img.id.starts_with("sha256:"));
+    assert!(img
+        .repo_tags
+        .contains(&berth_image::builtin::NAME.to_string()));
+    assert!(img.repo_digests.iter().all(|d| d.contains("@sha256:")));
+    let missing = b
+        .call(
+            "ImageStatus",
+            is.image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: "localhost/no-such-image:1".into(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            }),
+        )
+        .unwrap();
+    assert!(missing.image.is_none(), "absent is not an error");
+    let list = b
+        .call(
+            "ListImages",
+            is.list_images(ListImagesRequest { filter: None }),
+        )
+        .unwrap();
+    assert!(list.images.iter().any(|i| i.id == img.id));
+    let by_id = b
+        .call(
+            "ImageStatus",
+            is.image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: img.id.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            }),
+        )
+        .unwrap();
+    assert_eq!(by_id.image.unwrap().id, img.id, "found by its ID too");
+    let fsinfo = b
+        .call("ImageFsInfo", is.image_fs_info(ImageFsInfoRequest {}))
+        .unwrap();
+    let u = &fsinfo.image_filesystems[0];
+    assert!(u.used_bytes.as_ref().unwrap().value > 0);
+    assert!(u.inodes_used.as_ref().unwrap().value > 0);
+    // A registry that is not there fails the pull with a message naming the image.
+    let err = b
+        .call(
+            "PullImage",
+            is.pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: "127.0.0.1:1/nothing/here:1".into(),
+                    ..Default::default()
+                }),
+                auth: None,
+                sandbox_config: None,
+            }),
+        )
+        .unwrap_err();
+    assert!(err.message().contains("127.0.0.1:1"), "{err:?}");
+}
+
+#[test]
+fn a_pod_runs_logs_execs_stops_and_leaves_nothing() {
+    if skip_unless_root("a_pod_runs_logs_execs_stops_and_leaves_nothing") {
+        return;
+    }
+    let b = Berthd::start();
+    let logs = b.dir.path().join("logs");
+    let pc = pod_config("life", &logs);
+    let pod = b.run_pod(&pc).unwrap();
+    assert_eq!(
+        b.run_pod(&pc).unwrap(),
+        pod,
+        "a retry gets the same sandbox"
+    );
+    let ps = b.pod_status(&pod).unwrap();
+    assert_eq!(ps.state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(ps.annotations["note"], "kept");
+    assert!(ps.created_at > 0);
+
+    let cc = container_config(
+        "app",
+        "echo hello; echo err >&2; echo host=$(hostname); cat /etc/resolv.conf; \
+         echo uid=$(id -u); exec sleep 1000",
+    );
+    let ctr = b.create(&pod, &cc, &pc).unwrap();
+    assert_eq!(
+        b.status(&ctr).unwrap().state,
+        ContainerState::ContainerCreated as i32
+    );
+    let err = b.create(&pod, &cc, &pc).unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    b.start_ctr(&ctr).unwrap();
+    let s = b.status(&ctr).unwrap();
+    assert_eq!(s.state, ContainerState::ContainerRunning as i32);
+    assert!(s.started_at >= s.created_at);
+    let log = logs.join("app/0.log");
+    assert_eq!(s.log_path, log.display().to_string());
+    let texts = wait_for("the container's output in its log", || {
+        let t = log_texts(&log);
+        t.iter().any(|l| l == "uid=0").then_some(t)
+    });
+    for want in [
+        "hello",
+        "err",
+        "host=life-host",
+        "nameserver 10.96.0.10",
+        "search berth-test.svc.cluster.local",
+        "options ndots:5",
+    ] {
+        assert!(texts.iter().any(|l| l == want), "{want:?} in {texts:?}");
+    }
+    let raw = fs::read_to_string(&log).unwrap();
+    assert!(raw.lines().any(|l| l.contains(" stderr F err")), "{raw}");
+
+    // Lists and filters.
+    let by_label = b.containers(Some(ContainerFilter {
+        label_selector: [("ctr".to_string(), "app".to_string())].into(),
+        ..Default::default()
+    }));
+    assert_eq!(by_label.len(), 1);
+    assert_eq!(by_label[0].id, ctr);
+    let none = b.containers(Some(ContainerFilter {
+        state: Some(ContainerStateValue {
+            state: ContainerState::ContainerExited as i32,
+        }),
+        ..Default::default()
+    }));
+    assert!(none.is_empty());
+    assert_eq!(
+        b.containers(Some(ContainerFilter {
+            id: ctr[..12].to_string(),
+            ..Default::default()
+        }))
+        .len(),
+        1,
+        "a prefix of the id finds it"
+    );
+
+    // ExecSync: output, exit code, timeout.
+    let r = b
+        .exec_sync(&ctr, &["sh", "-c", "echo out; echo e >&2; exit 3"], 10)
+        .unwrap();
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"out\n"[..], &b"e\n"[..], 3)
+    );
+    let err = b.exec_sync(&ctr, &["sleep", "100"], 1).unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+
+    // Stop: sh as pid 1 ignores SIGTERM, so the timeout ends in SIGKILL.
+    b.stop_ctr(&ctr, 1).unwrap();
+    let s = b.wait_state(&ctr, ContainerState::ContainerExited);
+    assert_eq!(s.exit_code, 137, "{s:?}");
+    assert_eq!(s.reason, "Error");
+    assert!(s.finished_at >= s.started_at);
+    let err = b.exec_sync(&ctr, &["true"], 5).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    b.remove_ctr(&ctr).unwrap();
+    b.remove_ctr(&ctr).unwrap();
+    assert_eq!(b.status(&ctr).unwrap_err().code(), Code::NotFound);
+    b.stop_pod(&pod).unwrap();
+    assert_eq!(
+        b.pod_status(&pod).unwrap().state,
+        PodSandboxState::SandboxNotready as i32
+    );
+    b.remove_pod(&pod).unwrap();
+    b.remove_pod(&pod).unwrap();
+    b.stop_pod(&pod).unwrap();
+    assert!(b.pods().is_empty());
+    let left = mounts_under(b.dir.path());
+    assert!(left.is_empty(), "mounts left: {left:?}");
+    assert!(processes_with(&pod).is_empty(), "the shim is gone");
+    assert!(fs::read_dir(b.run_dir().join("pods"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert!(fs::read_dir(b.state_dir().join("containers"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn containers_and_logs_survive_a_killed_berthd_and_exits_while_down_are_reported() {
+    if skip_unless_root(
+        "containers_and_logs_survive_a_killed_berthd_and_exits_while_down_are_reported",
+    ) {
+        return;
+    }
+    let mut b = Berthd::start();
+    let logs = b.dir.path().join("logs");
+    let pc = pod_config("restart", &logs);
+    let pod = b.run_pod(&pc).unwrap();
+    let ticker = b
+        .create(
+            &pod,
+            &container_config(
+                "ticker",
+                "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+            ),
+            &pc,
+        )
+        .unwrap();
+    let ender = b
+        .create(
+            &pod,
+            &container_config("ender", "read x < /tmp/fifo 2>/dev/null; sleep 1000"),
+            &pc,
+        )
+        .unwrap();
+    b.start_ctr(&ticker).unwrap();
+    b.start_ctr(&ender).unwrap();
+    let ender_pid = {
+        let mut rs = b.rs.clone();
+        let r = b
+            .call(
+                "ContainerStatus",
+                rs.container_status(ContainerStatusRequest {
+                    container_id: ender.clone(),
+                    verbose: true,
+                }),
+            )
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+        info["pid"].as_i64().unwrap() as i32
+    };
+
+    b.kill9();
+    // With berthd gone the ticker still logs: its shim writes the log.
+    let log = logs.join("ticker/0.log");
+    let before = log_texts(&log).len();
+    wait_for("ticks while berthd is down", || {
+        (log_texts(&log).len() > before + 5).then_some(())
+    });
+    // An exit while berthd is down.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ender_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    b.spawn();
+    let pods = b.pods();
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].id, pod);
+    assert_eq!(
+        b.status(&ticker).unwrap().state,
+        ContainerState::ContainerRunning as i32
+    );
+    let s = b.wait_state(&ender, ContainerState::ContainerExited);
+    assert_eq!(s.exit_code, 137, "{s:?}");
+    // Name reservations came back too.
+    let err = b
+        .create(&pod, &container_config("ticker", "true"), &pc)
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    // And a retried RunPodSandbox still finds the pod.
+    assert_eq!(b.run_pod(&pc).unwrap(), pod);
+    let r = b.exec_sync(&ticker, &["echo", "still"], 10).unwrap();
+    assert_eq!(r.stdout, b"still\n");
+    b.remove_pod(&pod).unwrap();
+    assert!(processes_with(&pod).is_empty());
+}
+
+#[test]
+fn bad_requests_get_their_codes_and_leave_nothing() {
+    if skip_unless_root("bad_requests_get_their_codes_and_leave_nothing") {
+        return;
+    }
+    let b = Berthd::start();
+    let logs = b.dir.path().join("logs");
+    let mut pc = pod_config("bad", &logs);
+    pc.metadata.as_mut().unwrap().uid.clear();
+    let err = b.run_pod(&pc).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("uid"), "{err:?}");
+
+    let pc = pod_config("bad", &logs);
+    let mut rs = b.rs.clone();
+    let err = b
+        .call(
+            "RunPodSandbox",
+            rs.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pc.clone()),
+                runtime_handler: "kata-nope".into(),
+            }),
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("kata-nope"), "{err:?}");
+    assert!(b.pods().is_empty(), "a refused pod leaves no record");
+
+    let pod = b.run_pod(&pc).unwrap();
+    let mut cc = container_config("img", "true");
+    cc.image = Some(ImageSpec {
+        image: "localhost/not-here:1".into(),
+        ..Default::default()
+    });
+    let err = b.create(&pod, &cc, &pc).unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("localhost/not-here:1"), "{err:?}");
+
+    // A mount whose host path is missing: refused, and nothing of the container stays.
+    let mut cc = container_config("mnt", "true");
+    cc.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: "/no/such/berthd/dir".into(),
+        ..Default::default()
+    }];
+    let err = b.create(&pod, &cc, &pc).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("/no/such/berthd/dir"), "{err:?}");
+    assert!(fs::read_dir(b.state_dir().join("containers"))
+        .unwrap()
+        .next()
+        .is_none());
+    let snaps = b.dir.path().join("root/snapshots/containers");
+    assert!(
+        fs::read_dir(&snaps).unwrap().next().is_none(),
+        "no snapshot left"
+    );
+    // The name is free again.
+    let mut ok = container_config("mnt", "true");
+    ok.mounts.clear();
+    let id = b.create(&pod, &ok, &pc).unwrap();
+
+    for (what, r) in [
+        ("StartContainer", b.start_ctr("nosuch")),
+        ("StopContainer", b.stop_ctr("nosuch", 0)),
+    ] {
+        assert_eq!(r.unwrap_err().code(), Code::NotFound, "{what}");
+    }
+    assert_eq!(b.pod_status("nosuch").unwrap_err().code(), Code::NotFound);
+    b.start_ctr(&id).unwrap();
+    b.wait_state(&id, ContainerState::ContainerExited);
+    let err = b.start_ctr(&id).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    b.remove_pod(&pod).unwrap();
+}
