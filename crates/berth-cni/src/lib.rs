@@ -52,6 +52,7 @@
 pub mod args;
 pub mod config;
 mod error;
+pub mod invoke;
 pub mod result;
 mod version;
 
@@ -63,5 +64,6 @@ pub use config::{NetworkConfigList, PluginConfig, DEFAULT_CONF_DIR};
 pub use error::{
     full_message, CacheError, CniError, Command, ConfigError, NetnsError, PluginError, Site,
 };
+pub use invoke::{find_plugin, VersionInfo, DEFAULT_PLUGIN_DIRS};
 pub use result::{CniResult, Dns, Interface, IpConfig, IpNet, ResultError, Route};
 pub use version::{CniVersion, UnsupportedVersion};
