@@ -53,7 +53,9 @@ pub mod args;
 pub mod config;
 mod error;
 pub mod invoke;
+pub mod netns;
 pub mod result;
+mod rtnl;
 mod version;
 
 pub use args::{
@@ -65,5 +67,6 @@ pub use error::{
     full_message, CacheError, CniError, Command, ConfigError, NetnsError, PluginError, Site,
 };
 pub use invoke::{find_plugin, VersionInfo, DEFAULT_PLUGIN_DIRS};
+pub use netns::{is_namespace, remove_netns, NetNs, NetnsDir, DEFAULT_NETNS_DIR};
 pub use result::{CniResult, Dns, Interface, IpConfig, IpNet, ResultError, Route};
 pub use version::{CniVersion, UnsupportedVersion};
