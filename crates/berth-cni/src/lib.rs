@@ -50,6 +50,8 @@
 //! reading its configuration is an EPIPE, not the death of the caller.
 
 pub mod args;
+pub mod cache;
+mod cni;
 pub mod config;
 mod error;
 pub mod invoke;
@@ -62,6 +64,8 @@ pub use args::{
     encode_cni_args, Bandwidth, DnsConfig, PodNetwork, PortMapping, Protocol, RuntimeConfig,
     DEFAULT_IFNAME,
 };
+pub use cache::{CacheEntry, ResultCache, DEFAULT_CACHE_DIR};
+pub use cni::{Attachment, Cni, CniOptions, NetworkStatus};
 pub use config::{NetworkConfigList, PluginConfig, DEFAULT_CONF_DIR};
 pub use error::{
     full_message, CacheError, CniError, Command, ConfigError, NetnsError, PluginError, Site,
