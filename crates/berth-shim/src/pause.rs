@@ -177,6 +177,7 @@ fn wait_forever() -> ! {
 pub fn pin(dir: &Path, pid: i32, spec: &SandboxSpec) -> Result<Vec<(String, PathBuf)>, String> {
     let ns_dir = dir.join("ns");
     fs::create_dir_all(&ns_dir).map_err(|e| format!("create {}: {e}", ns_dir.display()))?;
+    share_dir(&ns_dir)?;
     let mut out = Vec::new();
     for kind in SHARED {
         let made = match kind {
@@ -216,5 +217,23 @@ pub fn unpin(dir: &Path) {
         let _ = umount2(p.as_path(), MntFlags::MNT_DETACH);
         let _ = fs::remove_file(&p);
     }
+    let _ = umount2(dir.join("ns").as_path(), MntFlags::MNT_DETACH);
     let _ = fs::remove_dir(dir.join("ns"));
+}
+
+/// Makes `dir` a mount point of its own with shared propagation, as `ip netns` does for
+/// /run/netns: a mount namespace made later (a container's, anyone's `unshare -m`) gets
+/// the pins as peers, so unpinning here unpins there too and the namespaces are freed,
+/// instead of living on in every copy.
+fn share_dir(dir: &Path) -> Result<(), String> {
+    mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| format!("bind-mount {} onto itself: {e}", dir.display()))?;
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make {} shared: {e}", dir.display()))
 }

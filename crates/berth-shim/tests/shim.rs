@@ -242,12 +242,13 @@ fn shim_pid(pod: &Pod) -> i32 {
     let path = pod.dir().join(berth_shim::SOCKET);
     let path = path.to_string_lossy().into_owned();
     let unix = fs::read_to_string("/proc/net/unix").unwrap();
+    // The listening socket (flag __SO_ACCEPTCON); accepted ones show the same path.
     let ino = unix
         .lines()
-        .find(|l| l.ends_with(&path))
-        .and_then(|l| l.split_whitespace().nth(6))
-        .unwrap()
-        .to_string();
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() == 8 && f[7] == path && f[3] == "00010000")
+        .map(|f| f[6].to_string())
+        .unwrap();
     let needle = format!("socket:[{ino}]");
     fs::read_dir("/proc")
         .unwrap()
@@ -322,6 +323,14 @@ fn a_pod_runs_logs_execs_and_ends_clean() {
         let host = fs::metadata(format!("/proc/self/ns/{kind}")).unwrap().ino();
         assert_ne!(pinned, host, "{kind} namespace is the pod's own");
     }
+    // The pins' directory propagates their unmounting to later mount namespaces.
+    let ns_dir = dir.join("ns").display().to_string();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(ns_dir.as_str()))
+        .unwrap_or_else(|| panic!("{ns_dir} is a mount point"));
+    assert!(line.contains(" shared:"), "{line}");
     assert!(
         matches!(pod.client.call(&Request::Sandbox(SandboxSpec::default())), Err(e) if e.to_string().contains("exists already")),
         "a second sandbox is refused"
