@@ -12,6 +12,7 @@ pkgs=(
   docker-registry apache2-utils openssl buildah  # image tests: a local registry, htpasswd, a test CA
   hyperfine time iproute2 procps               # benchmark and test tools
   criu                                         # checkpoint and restore
+  containernetworking-plugins iptables         # berthd's pod networks (bridge, host-local, portmap)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -326,6 +326,18 @@ impl RuntimeService for Cri {
         req: Request<StatusRequest>,
     ) -> std::result::Result<Response<StatusResponse>, Status> {
         let verbose = req.into_inner().verbose;
+        let engine = self.engine.clone();
+        let network = tokio::task::spawn_blocking(move || engine.network_status())
+            .await
+            .map_err(|e| Status::internal(format!("Status: {e}")))?;
+        let (net_ok, net_reason, net_message) = match &network {
+            berth_cni::NetworkStatus::Ready { .. } => (true, String::new(), String::new()),
+            berth_cni::NetworkStatus::NotReady { reason } => (
+                false,
+                "NetworkPluginNotReady".to_string(),
+                format!("Network plugin returns error: {reason}"),
+            ),
+        };
         let conditions = vec![
             RuntimeCondition {
                 r#type: "RuntimeReady".into(),
@@ -335,11 +347,9 @@ impl RuntimeService for Cri {
             },
             RuntimeCondition {
                 r#type: "NetworkReady".into(),
-                status: false,
-                reason: "NetworkPluginNotReady".into(),
-                message: "berthd: CNI networking is not built in yet; pods get a network \
-                          namespace with loopback only"
-                    .into(),
+                status: net_ok,
+                reason: net_reason,
+                message: net_message,
             },
         ];
         let mut info = std::collections::HashMap::new();
@@ -350,6 +360,12 @@ impl RuntimeService for Cri {
                 serde_json::json!({
                     "stateDir": cfg.state_dir, "runDir": cfg.run_dir, "root": cfg.root,
                     "runtimes": cfg.runtimes.keys().collect::<Vec<_>>(),
+                    "cni": match &network {
+                        berth_cni::NetworkStatus::Ready { network, file } =>
+                            serde_json::json!({"network": network, "file": file}),
+                        berth_cni::NetworkStatus::NotReady { reason } =>
+                            serde_json::json!({"error": reason}),
+                    },
                 })
                 .to_string(),
             );

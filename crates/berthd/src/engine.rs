@@ -40,6 +40,9 @@ pub struct Engine {
     /// Reserved names (the kubelet's pod and container names) to the id holding them.
     names: Mutex<HashMap<String, String>>,
     events: broadcast::Sender<ContainerEventResponse>,
+    cni: berth_cni::Cni,
+    /// Where pods' network namespaces are pinned (`<run_dir>/netns`).
+    netns: berth_cni::NetnsDir,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -68,7 +71,15 @@ impl Engine {
         std::fs::create_dir_all(cfg.run_dir.join("pods"))
             .map_err(|e| Error::internal(format!("create {}", cfg.run_dir.display()), e))?;
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        let cni = berth_cni::Cni::new(berth_cni::CniOptions {
+            conf_dir: cfg.cni_conf_dir.clone(),
+            plugin_dirs: cfg.cni_bin_dirs.clone(),
+            cache_dir: cfg.state_dir.join("cni"),
+            ..Default::default()
+        });
         let e = Engine {
+            cni,
+            netns: berth_cni::NetnsDir::new(cfg.run_dir.join("netns")),
             shim_bin: cfg.shim_binary(),
             runtime_root: cfg.run_dir.join("runtime"),
             store,
@@ -118,6 +129,13 @@ impl Engine {
             "state reloaded"
         );
         Ok(())
+    }
+
+    /// Whether pods can get a network: the CNI configuration is read again each time, so
+    /// that one installed after berthd started is taken (as the kubelet expects).
+    pub fn network_status(&self) -> berth_cni::NetworkStatus {
+        let _ = self.cni.reload();
+        self.cni.status()
     }
 
     pub fn events(&self) -> broadcast::Receiver<ContainerEventResponse> {

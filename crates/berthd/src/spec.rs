@@ -252,7 +252,13 @@ fn namespaces(i: &Input<'_>, name: &str) -> Result<Vec<Value>> {
     let pinned = |kind: &str| i.pod_paths.run.join("ns").join(kind);
     let mut out = vec![json!({"type": "mount"}), json!({"type": "cgroup"})];
     if ns_mode(pod_ns.network) != NamespaceMode::Node {
-        out.push(json!({"type": "network", "path": pinned("net")}));
+        let netns = i.pod.netns.clone().ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "container {name:?} ({}): pod {} has no network namespace (stopped?)",
+                i.id, i.pod.id
+            ))
+        })?;
+        out.push(json!({"type": "network", "path": netns}));
         // The pod's hostname lives in the pod's UTS namespace (host network: the host's).
         out.push(json!({"type": "uts", "path": pinned("uts")}));
     }

@@ -38,8 +38,11 @@ pub struct PodRecord {
     pub state: PodState,
     /// The pod's IPs, IPv4 first (none for host network).
     pub ips: Vec<String>,
-    /// The pod has its own network namespace (pinned in its run directory).
+    /// The pod has its own network namespace.
     pub own_netns: bool,
+    /// Its path while it exists (made before the CNI ADD, removed after the DEL).
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
     /// The pause's host pid, 0 once stopped.
     pub pause_pid: i32,
 }
@@ -215,6 +218,7 @@ mod tests {
             state: PodState::Ready,
             ips: vec!["10.0.0.2".into()],
             own_netns: true,
+            netns: None,
             pause_pid: 42,
         };
         s.save_pod(&pod).unwrap();

@@ -110,7 +110,55 @@ struct Undo {
     name: Option<String>,
     state_dir: bool,
     shm: bool,
+    netns: Option<std::path::PathBuf>,
+    network: Option<berth_cni::PodNetwork>,
     shim: bool,
+}
+
+/// The pod's attachment as the CNI plugins see it.
+fn pod_network(id: &str, netns: &Path, c: &PodSandboxConfig) -> Result<berth_cni::PodNetwork> {
+    let m = c.metadata.clone().unwrap_or_default();
+    let mut ports = Vec::new();
+    for p in &c.port_mappings {
+        if p.host_port <= 0 {
+            // Without a host port there is nothing to forward (the kubelet sends these).
+            continue;
+        }
+        let port = |v: i32, what: &str| {
+            u16::try_from(v).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "pod {:?}: port mapping {what} {v}: out of range",
+                    m.name
+                ))
+            })
+        };
+        ports.push(berth_cni::PortMapping {
+            host_port: port(p.host_port, "host port")?,
+            container_port: port(p.container_port, "container port")?,
+            protocol: match k8s_cri::v1::Protocol::try_from(p.protocol) {
+                Ok(k8s_cri::v1::Protocol::Udp) => berth_cni::Protocol::Udp,
+                Ok(k8s_cri::v1::Protocol::Sctp) => berth_cni::Protocol::Sctp,
+                _ => berth_cni::Protocol::Tcp,
+            },
+            host_ip: if p.host_ip.is_empty() {
+                None
+            } else {
+                Some(p.host_ip.parse().map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "pod {:?}: port mapping host IP {:?}: not an address",
+                        m.name, p.host_ip
+                    ))
+                })?)
+            },
+        });
+    }
+    let mut n = berth_cni::PodNetwork::new(id, netns);
+    n.pod_namespace = m.namespace;
+    n.pod_name = m.name;
+    n.pod_uid = m.uid;
+    n.extra_args = vec![("K8S_POD_INFRA_CONTAINER_ID".into(), id.to_string())];
+    n.runtime.port_mappings = ports;
+    Ok(n)
 }
 
 impl Engine {
@@ -182,6 +230,7 @@ impl Engine {
             state: PodState::NotReady,
             ips: Vec::new(),
             own_netns: !host_net,
+            netns: None,
             pause_pid: 0,
         };
         // The record first: a crash from here on leaves something a restart can clean.
@@ -217,12 +266,37 @@ impl Engine {
             .map_err(|e| Error::internal(format!("mount the pod's shm on {}", shm.display()), e))?;
             undo.shm = true;
         }
+        if !host_net {
+            if let berth_cni::NetworkStatus::NotReady { reason } = self.network_status() {
+                return Err(Error::FailedPrecondition(format!(
+                    "pod {id}: the network is not ready: {reason}"
+                )));
+            }
+            let ns = self
+                .netns
+                .create(id)
+                .map_err(|e| Error::internal(format!("pod {id}: network namespace"), e))?;
+            let path = ns.path().to_path_buf();
+            undo.netns = Some(path.clone());
+            record.netns = Some(path.clone());
+            let net = pod_network(id, &path, &record.config)?;
+            // A failed ADD undoes itself: nothing of the network is left to tear down.
+            let attached = self.cni.setup(&net).map_err(|e| {
+                Error::Internal(format!(
+                    "pod {id}: network setup: {}",
+                    berth_cni::full_message(&e)
+                ))
+            })?;
+            undo.network = Some(net);
+            record.ips = attached.pod_ips().iter().map(|ip| ip.to_string()).collect();
+            self.state.save_pod(&record)?;
+        }
         undo.shim = true;
         let client = berth_shim::spawn(&self.shim_bin, id, &paths.run, &self.runtime_root)
             .map_err(|e| Error::Internal(format!("pod {id}: {e}")))?;
         let spec = SandboxSpec {
-            netns: None,
-            net: !host_net,
+            netns: record.netns.clone(),
+            net: false,
             ipc: !host_ipc,
             hostname: (!host_net).then(|| hostname.clone()),
             pid: NamespaceMode::try_from(ns.pid) == Ok(NamespaceMode::Pod),
@@ -244,6 +318,18 @@ impl Engine {
         let paths = self.pod_paths(id);
         if undo.shim {
             self.end_shim(id);
+        }
+        if let Some(net) = &undo.network {
+            if let Err(e) = self.cni.teardown(net) {
+                tracing::warn!(
+                    pod = id,
+                    "undo the network setup: {}",
+                    berth_cni::full_message(&e)
+                );
+            }
+        }
+        if let Some(ns) = &undo.netns {
+            let _ = berth_cni::remove_netns(ns);
         }
         if undo.shm {
             let _ = umount2(&paths.run.join("shm"), MntFlags::MNT_DETACH);
@@ -283,6 +369,22 @@ impl Engine {
         let mut p = lock(&pod);
         for c in self.containers_of(&id) {
             self.stop_container(&c, 0)?;
+        }
+        // The network goes first (DEL needs the namespace to find the interface); a failed
+        // DEL fails the call, and the kubelet's retry tries again.
+        if let Some(ns) = p.netns.clone() {
+            let net = pod_network(&id, &ns, &p.config)?;
+            self.cni.teardown(&net).map_err(|e| {
+                Error::Internal(format!(
+                    "pod {id}: network teardown: {}",
+                    berth_cni::full_message(&e)
+                ))
+            })?;
+            berth_cni::remove_netns(&ns).map_err(|e| {
+                Error::internal(format!("pod {id}: remove its network namespace"), e)
+            })?;
+            p.netns = None;
+            self.state.save_pod(&p)?;
         }
         if p.state == PodState::Ready || p.pause_pid != 0 {
             let _ = self.shim(&id).call(&Request::Shutdown);
@@ -349,6 +451,7 @@ impl Engine {
                 "runDir": self.pod_paths(&id).run,
                 "stateDir": self.pod_paths(&id).state,
                 "ownNetworkNamespace": p.own_netns,
+                "netns": p.netns,
             });
             info.push(("info".to_string(), v.to_string()));
         }

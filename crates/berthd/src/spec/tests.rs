@@ -68,6 +68,7 @@ fn fixture() -> Fixture {
         state: PodState::Ready,
         ips: vec![],
         own_netns: true,
+        netns: Some(tmp.path().join("netns/pod1")),
         pause_pid: 1,
     };
     Fixture {
@@ -340,7 +341,10 @@ fn namespaces_follow_the_pod_and_the_container_options() {
             .map(|n| n["path"].as_str().unwrap_or("").to_string())
     };
     let pinned = |k: &str| f.paths.run.join("ns").join(k).display().to_string();
-    assert_eq!(path(&ns, "network"), Some(pinned("net")));
+    assert_eq!(
+        path(&ns, "network"),
+        Some(f.tmp.path().join("netns/pod1").display().to_string())
+    );
     assert_eq!(path(&ns, "ipc"), Some(pinned("ipc")));
     assert_eq!(path(&ns, "uts"), Some(pinned("uts")));
     assert_eq!(path(&ns, "pid"), Some(pinned("pid")));

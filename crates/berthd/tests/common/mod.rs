@@ -49,6 +49,8 @@ pub struct Berthd {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     child: Option<Child>,
+    /// Runs in a network namespace of its own (so its bridges and rules stay there).
+    private_net: bool,
     rt: tokio::runtime::Runtime,
     pub rs: RuntimeServiceClient<Channel>,
     pub is: ImageServiceClient<Channel>,
@@ -56,21 +58,43 @@ pub struct Berthd {
 
 impl Berthd {
     pub fn start() -> Berthd {
+        Berthd::start_with(false, |_| None)
+    }
+
+    /// berthd in a network namespace of its own, with the network `conflist(dir)` gives
+    /// (`dir`: the test's directory, for plugin state).
+    pub fn start_private_net(conflist: impl FnOnce(&Path) -> String) -> Berthd {
+        Berthd::start_with(true, |d| Some(conflist(d)))
+    }
+
+    fn start_with(private_net: bool, conflist: impl FnOnce(&Path) -> Option<String>) -> Berthd {
         let dir = tempfile::Builder::new()
             .prefix("berthd-test-")
             .tempdir()
             .unwrap();
         let socket = dir.path().join("berthd.sock");
+        let net_d = dir.path().join("net.d");
+        fs::create_dir_all(&net_d).unwrap();
+        // Loopback only, unless a test installs another network.
+        let net = conflist(dir.path()).unwrap_or_else(|| {
+            r#"{"cniVersion": "1.0.0", "name": "berth-test-lo", "plugins": [{"type": "loopback"}]}"#
+                .to_string()
+        });
+        fs::write(net_d.join("10-test.conflist"), net).unwrap();
         let config = format!(
             "socket = {:?}\nstate_dir = {:?}\nrun_dir = {:?}\nroot = {:?}\n\
-             registries_conf = {:?}\nshim = {:?}\nlog_level = \"debug\"\n",
+             registries_conf = {:?}\nshim = {:?}\nlog_level = \"debug\"\n\
+             cni_conf_dir = {:?}\ncni_bin_dirs = [{:?}, \"/opt/cni/bin\", \"/usr/lib/cni\"]\n",
             socket,
             dir.path().join("state"),
             dir.path().join("run"),
             dir.path().join("root"),
             dir.path().join("registries.toml"),
             shim_binary(),
+            net_d,
+            dir.path().join("plugins"),
         );
+        fs::create_dir_all(dir.path().join("plugins")).unwrap();
         fs::write(dir.path().join("berthd.toml"), config).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -93,6 +117,7 @@ impl Berthd {
         let mut b = Berthd {
             socket,
             child: None,
+            private_net,
             rt,
             rs: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
             is: ImageServiceClient::new(channel),
@@ -109,7 +134,22 @@ impl Berthd {
             .append(true)
             .open(self.dir.path().join("berthd.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_berthd"))
+        let mut cmd = if self.private_net {
+            // A new network namespace has its loopback down.
+            let mut c = Command::new("unshare");
+            c.args([
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                "ip link set lo up && exec \"$0\" \"$@\"",
+            ])
+            .arg(env!("CARGO_BIN_EXE_berthd"));
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_berthd"))
+        };
+        let child = cmd
             .arg("--config")
             .arg(self.dir.path().join("berthd.toml"))
             .stdin(Stdio::null())
@@ -143,6 +183,24 @@ impl Berthd {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// berthd's pid (while it runs).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("berthd runs").id() as i32
+    }
+
+    /// Runs `f` on a thread inside berthd's network namespace.
+    pub fn in_net<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let ns = fs::File::open(format!("/proc/{}/ns/net", self.pid())).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
     }
 
     /// SIGKILLs berthd, as a crash would.
@@ -344,6 +402,12 @@ impl Drop for Berthd {
             let _ = self.remove_pod(&p.id);
         }
         self.kill9();
+        // berthd's netns directory is a mount point of its own; the temporary directory
+        // cannot go while it is.
+        let _ = nix::mount::umount2(
+            self.run_dir().join("netns").as_path(),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
     }
 }
 
