@@ -281,30 +281,52 @@ impl RuntimeService for Cri {
 
     async fn container_stats(
         &self,
-        _req: Request<ContainerStatsRequest>,
+        req: Request<ContainerStatsRequest>,
     ) -> std::result::Result<Response<ContainerStatsResponse>, Status> {
-        Err(unimplemented("ContainerStats", "not built in yet"))
+        let id = req.into_inner().container_id;
+        self.run("ContainerStats", move |e| {
+            e.container_stats(&id)
+                .map(|s| ContainerStatsResponse { stats: Some(s) })
+        })
+        .await
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<ListContainerStatsRequest>,
+        req: Request<ListContainerStatsRequest>,
     ) -> std::result::Result<Response<ListContainerStatsResponse>, Status> {
-        Err(unimplemented("ListContainerStats", "not built in yet"))
+        let filter = req.into_inner().filter;
+        self.run("ListContainerStats", move |e| {
+            Ok(ListContainerStatsResponse {
+                stats: e.list_container_stats(filter.as_ref()),
+            })
+        })
+        .await
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<PodSandboxStatsRequest>,
+        req: Request<PodSandboxStatsRequest>,
     ) -> std::result::Result<Response<PodSandboxStatsResponse>, Status> {
-        Err(unimplemented("PodSandboxStats", "not built in yet"))
+        let id = req.into_inner().pod_sandbox_id;
+        self.run("PodSandboxStats", move |e| {
+            e.pod_sandbox_stats(&id)
+                .map(|s| PodSandboxStatsResponse { stats: Some(s) })
+        })
+        .await
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<ListPodSandboxStatsRequest>,
+        req: Request<ListPodSandboxStatsRequest>,
     ) -> std::result::Result<Response<ListPodSandboxStatsResponse>, Status> {
-        Err(unimplemented("ListPodSandboxStats", "not built in yet"))
+        let filter = req.into_inner().filter;
+        self.run("ListPodSandboxStats", move |e| {
+            Ok(ListPodSandboxStatsResponse {
+                stats: e.list_pod_sandbox_stats(filter.as_ref()),
+            })
+        })
+        .await
     }
 
     async fn update_runtime_config(

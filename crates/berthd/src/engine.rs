@@ -8,6 +8,7 @@
 mod container;
 mod images;
 mod pod;
+mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ pub struct Engine {
     cni: berth_cni::Cni,
     /// Where pods' network namespaces are pinned (`<run_dir>/netns`).
     netns: berth_cni::NetnsDir,
+    cpu_samples: stats::CpuSamples,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,6 +82,7 @@ impl Engine {
         let e = Engine {
             cni,
             netns: berth_cni::NetnsDir::new(cfg.run_dir.join("netns")),
+            cpu_samples: Default::default(),
             shim_bin: cfg.shim_binary(),
             runtime_root: cfg.run_dir.join("runtime"),
             store,

@@ -226,6 +226,67 @@ fn a_pod_runs_logs_execs_stops_and_leaves_nothing() {
         "a prefix of the id finds it"
     );
 
+    // Statistics from the container's cgroup and its writable layer.
+    let mut rs = b.rs.clone();
+    let st = b
+        .call(
+            "ContainerStats",
+            rs.container_stats(ContainerStatsRequest {
+                container_id: ctr.clone(),
+            }),
+        )
+        .unwrap()
+        .stats
+        .unwrap();
+    assert_eq!(st.attributes.as_ref().unwrap().id, ctr);
+    assert!(
+        st.cpu
+            .as_ref()
+            .unwrap()
+            .usage_core_nano_seconds
+            .as_ref()
+            .unwrap()
+            .value
+            > 0
+    );
+    assert!(
+        st.memory
+            .as_ref()
+            .unwrap()
+            .working_set_bytes
+            .as_ref()
+            .unwrap()
+            .value
+            > 0
+    );
+    assert!(st.writable_layer.is_some());
+    let all = b
+        .call(
+            "ListContainerStats",
+            rs.list_container_stats(ListContainerStatsRequest {
+                filter: Some(ContainerStatsFilter {
+                    pod_sandbox_id: pod.clone(),
+                    ..Default::default()
+                }),
+            }),
+        )
+        .unwrap()
+        .stats;
+    assert_eq!(all.len(), 1);
+    let ps = b
+        .call(
+            "PodSandboxStats",
+            rs.pod_sandbox_stats(PodSandboxStatsRequest {
+                pod_sandbox_id: pod.clone(),
+            }),
+        )
+        .unwrap()
+        .stats
+        .unwrap();
+    let linux = ps.linux.unwrap();
+    assert_eq!(linux.containers.len(), 1);
+    assert!(linux.process.unwrap().process_count.unwrap().value >= 1);
+
     // ExecSync: output, exit code, timeout.
     let r = b
         .exec_sync(&ctr, &["sh", "-c", "echo out; echo e >&2; exit 3"], 10)
@@ -504,6 +565,27 @@ fn a_pod_on_a_bridge_network_gets_an_ip_and_its_host_port_on_127_0_0_1() {
     assert!(page.contains("hello-from-pod"), "{page}");
     let direct = b.in_net(|| wait_for("the pod's own address", || http_get(&format!("{ip}:8080"))));
     assert!(direct.contains("hello-from-pod"));
+
+    let mut rs = b.rs.clone();
+    let ps = b
+        .call(
+            "PodSandboxStats",
+            rs.pod_sandbox_stats(PodSandboxStatsRequest {
+                pod_sandbox_id: pod.clone(),
+            }),
+        )
+        .unwrap()
+        .stats
+        .unwrap();
+    let eth0 = ps
+        .linux
+        .unwrap()
+        .network
+        .unwrap()
+        .default_interface
+        .unwrap();
+    assert_eq!(eth0.name, "eth0");
+    assert!(eth0.rx_bytes.unwrap().value > 0 && eth0.tx_bytes.unwrap().value > 0);
 
     // StopPodSandbox runs DEL: the address goes back, the namespace goes.
     let allocated = b.dir.path().join("ipam/berth-test-bridge").join(&ip);

@@ -167,7 +167,7 @@ impl Engine {
             self.store.root.join("content"),
             self.store.root.join("snapshots").join("layers"),
         ] {
-            du(&dir, &mut bytes, &mut inodes);
+            super::stats::du(&dir, &mut bytes, &mut inodes);
         }
         Ok(vec![FilesystemUsage {
             timestamp: now_ns(),
@@ -177,22 +177,5 @@ impl Engine {
             used_bytes: Some(UInt64Value { value: bytes }),
             inodes_used: Some(UInt64Value { value: inodes }),
         }])
-    }
-}
-
-/// Adds the blocks and inodes under `dir` (a directory that vanishes midway counts as
-/// what was seen of it).
-fn du(dir: &std::path::Path, bytes: &mut u64, inodes: &mut u64) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let Ok(m) = e.metadata() else { continue };
-        *bytes += m.blocks() * 512;
-        *inodes += 1;
-        if m.is_dir() {
-            du(&e.path(), bytes, inodes);
-        }
     }
 }
