@@ -468,34 +468,33 @@ impl Engine {
         Ok((status_of(&c), info))
     }
 
-    pub fn list_containers(&self, filter: Option<&ContainerFilter>) -> Vec<Container> {
+    /// Every container (brought up to date) that `keep` accepts, each under its lock.
+    pub(super) fn each_container<T>(
+        &self,
+        mut keep: impl FnMut(&ContainerRecord) -> Option<T>,
+    ) -> Vec<T> {
         let all: Vec<_> = lock(&self.containers).values().cloned().collect();
         let mut out = Vec::new();
         for cell in all {
             let mut c = lock(&cell);
             self.refresh(&mut c);
+            out.extend(keep(&c));
+        }
+        out
+    }
+
+    pub fn list_containers(&self, filter: Option<&ContainerFilter>) -> Vec<Container> {
+        let mut out = self.each_container(|c| {
             if let Some(f) = filter {
-                if !f.id.is_empty() && !c.id.starts_with(&f.id) {
-                    continue;
-                }
-                if !f.pod_sandbox_id.is_empty() && !c.pod_id.starts_with(&f.pod_sandbox_id) {
-                    continue;
-                }
-                if f.state
-                    .as_ref()
-                    .is_some_and(|s| s.state != cri_state(c.state))
+                if !selected(c, &f.id, &f.pod_sandbox_id, &f.label_selector)
+                    || f.state
+                        .as_ref()
+                        .is_some_and(|s| s.state != cri_state(c.state))
                 {
-                    continue;
-                }
-                if !f
-                    .label_selector
-                    .iter()
-                    .all(|(k, v)| c.config.labels.get(k) == Some(v))
-                {
-                    continue;
+                    return None;
                 }
             }
-            out.push(Container {
+            Some(Container {
                 id: c.id.clone(),
                 pod_sandbox_id: c.pod_id.clone(),
                 metadata: c.config.metadata.clone(),
@@ -509,8 +508,8 @@ impl Engine {
                 labels: c.config.labels.clone(),
                 annotations: c.config.annotations.clone(),
                 image_id: c.image_id.clone(),
-            });
-        }
+            })
+        });
         out.sort_by_key(|x| std::cmp::Reverse(x.created_at));
         out
     }
@@ -611,6 +610,20 @@ impl Engine {
         self.state.save_container(&c)?;
         Ok(())
     }
+}
+
+/// Whether a container passes a list filter: an id prefix, a pod id prefix, labels.
+pub(super) fn selected(
+    c: &ContainerRecord,
+    id: &str,
+    pod: &str,
+    labels: &std::collections::HashMap<String, String>,
+) -> bool {
+    c.id.starts_with(id)
+        && c.pod_id.starts_with(pod)
+        && labels
+            .iter()
+            .all(|(k, v)| c.config.labels.get(k) == Some(v))
 }
 
 /// The kubelet's log path: the pod's log directory joined with the container's path.

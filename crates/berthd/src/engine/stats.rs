@@ -134,29 +134,12 @@ impl Engine {
     }
 
     pub fn list_container_stats(&self, f: Option<&ContainerStatsFilter>) -> Vec<ContainerStats> {
-        let all: Vec<_> = lock(&self.containers).values().cloned().collect();
-        let mut out = Vec::new();
-        for cell in all {
-            let mut c = lock(&cell);
-            self.refresh(&mut c);
-            if let Some(f) = f {
-                if !f.id.is_empty() && !c.id.starts_with(&f.id) {
-                    continue;
-                }
-                if !f.pod_sandbox_id.is_empty() && !c.pod_id.starts_with(&f.pod_sandbox_id) {
-                    continue;
-                }
-                if !f
-                    .label_selector
-                    .iter()
-                    .all(|(k, v)| c.config.labels.get(k) == Some(v))
-                {
-                    continue;
-                }
-            }
-            out.push(self.stats_of(&c));
-        }
-        out
+        self.each_container(|c| {
+            f.map_or(true, |f| {
+                super::container::selected(c, &f.id, &f.pod_sandbox_id, &f.label_selector)
+            })
+            .then(|| self.stats_of(c))
+        })
     }
 
     /// A pod's statistics: its containers', their sum, and its network interfaces as the
