@@ -5,8 +5,11 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
-use tokio::sync::watch;
+
+use tokio::sync::{watch, Notify};
 
 /// Bytes buffered between the transport and the embedder, per stream.
 pub const PIPE_BUFFER: usize = 64 * 1024;
@@ -56,19 +59,60 @@ impl AsyncWrite for Output {
     }
 }
 
-/// Terminal sizes the client sends; the latest wins, so a slow reader never holds back the
-/// connection.
+/// Sizes queued for the embedder at most; when it lags further, the oldest are dropped,
+/// so the latest size always arrives and a slow reader never holds back the connection.
+pub const RESIZE_QUEUE: usize = 16;
+
+#[derive(Debug, Default)]
+pub(crate) struct SizeQueue {
+    q: Mutex<(VecDeque<TerminalSize>, bool)>,
+    ready: Notify,
+}
+
+/// The transport's end of a [`Resize`]; dropping it ends the sizes.
+pub(crate) struct ResizeSender(Arc<SizeQueue>);
+
+impl ResizeSender {
+    pub fn push(&self, size: TerminalSize) {
+        {
+            let mut g = self.0.q.lock().unwrap_or_else(|e| e.into_inner());
+            if g.0.len() == RESIZE_QUEUE {
+                g.0.pop_front();
+            }
+            g.0.push_back(size);
+        }
+        self.0.ready.notify_one();
+    }
+}
+
+impl Drop for ResizeSender {
+    fn drop(&mut self) {
+        self.0.q.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.0.ready.notify_one();
+    }
+}
+
+/// Terminal sizes the client sends, in order (see [`RESIZE_QUEUE`]).
 #[derive(Debug)]
-pub struct Resize(pub(crate) watch::Receiver<Option<TerminalSize>>);
+pub struct Resize(pub(crate) Arc<SizeQueue>);
 
 impl Resize {
     /// The next size the client sent; `None` once the client stopped sending them.
     pub async fn recv(&mut self) -> Option<TerminalSize> {
         loop {
-            self.0.changed().await.ok()?;
-            if let Some(size) = *self.0.borrow_and_update() {
-                return Some(size);
+            let ready = self.0.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            {
+                let mut g = self.0.q.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(s) = g.0.pop_front() {
+                    return Some(s);
+                }
+                if g.1 {
+                    return None;
+                }
             }
+            ready.await;
         }
     }
 }
@@ -112,7 +156,7 @@ pub(crate) struct Pipes {
     pub stdin: Option<DuplexStream>,
     pub stdout: Option<DuplexStream>,
     pub stderr: Option<DuplexStream>,
-    pub resize: Option<watch::Sender<Option<TerminalSize>>>,
+    pub resize: Option<ResizeSender>,
 }
 
 /// Makes the pipes for a command with the given streams.
@@ -135,8 +179,8 @@ pub(crate) fn pipes(
     let (out_ours, out_theirs) = pair(stdout);
     let (err_ours, err_theirs) = pair(stderr);
     let (resize_tx, resize_rx) = if resize {
-        let (tx, rx) = watch::channel(None);
-        (Some(tx), Some(Resize(rx)))
+        let q = Arc::new(SizeQueue::default());
+        (Some(ResizeSender(q.clone())), Some(Resize(q)))
     } else {
         (None, None)
     };
@@ -244,5 +288,29 @@ mod tests {
         );
         assert_eq!(p.push(&[b'['; 5000]), vec![]);
         assert!(p.buf.len() <= MAX_RESIZE_MESSAGE);
+    }
+
+    #[tokio::test]
+    async fn sizes_arrive_in_order_and_a_lagging_reader_keeps_the_latest() {
+        let q = Arc::new(SizeQueue::default());
+        let (tx, mut rx) = (ResizeSender(q.clone()), Resize(q));
+        let size = |w| TerminalSize {
+            width: w,
+            height: 1,
+        };
+        tx.push(size(1));
+        tx.push(size(2));
+        assert_eq!(rx.recv().await, Some(size(1)));
+        assert_eq!(rx.recv().await, Some(size(2)));
+        for w in 0..(RESIZE_QUEUE as u16 + 5) {
+            tx.push(size(w));
+        }
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(s) = rx.recv().await {
+            got.push(s.width);
+        }
+        assert_eq!(got.len(), RESIZE_QUEUE);
+        assert_eq!(got.last(), Some(&(RESIZE_QUEUE as u16 + 4)));
     }
 }

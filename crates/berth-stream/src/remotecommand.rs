@@ -115,11 +115,11 @@ pub(crate) async fn pump_stdin(mut recv: RecvHalf, mut pipe: DuplexStream) {
 }
 
 /// Feeds resize messages to the embedder.
-async fn pump_resize(mut recv: RecvHalf, tx: watch::Sender<Option<crate::TerminalSize>>) {
+async fn pump_resize(mut recv: RecvHalf, tx: crate::io::ResizeSender) {
     let mut parser = ResizeParser::default();
     while let Some(b) = recv.recv().await {
         for size in parser.push(&b) {
-            tx.send_replace(Some(size));
+            tx.push(size);
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::io::{pipes, ResizeParser};
 use crate::remotecommand::{drain, pump_output, run_command, Command};
 use crate::server::Inner;
-use crate::{status, PortForwardRequest, Runtime, TerminalSize};
+use crate::{status, PortForwardRequest, Runtime};
 
 /// The largest message or frame accepted from a client.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -198,7 +198,7 @@ async fn read_command<IO: AsyncRead + AsyncWrite + Unpin>(
     mut src: Source<IO>,
     p: WsProtocol,
     mut stdin: Option<DuplexStream>,
-    resize: Option<watch::Sender<Option<TerminalSize>>>,
+    resize: Option<crate::io::ResizeSender>,
     idle: std::time::Duration,
 ) {
     let mut parser = ResizeParser::default();
@@ -215,7 +215,7 @@ async fn read_command<IO: AsyncRead + AsyncWrite + Unpin>(
             RESIZE => {
                 if let Some(tx) = &resize {
                     for s in parser.push(&data) {
-                        tx.send_replace(Some(s));
+                        tx.push(s);
                     }
                 }
             }

@@ -920,4 +920,111 @@ mod tests {
                 .is_err()
         );
     }
+
+    /// A server connection with one open stream (id 1), and the client's ends.
+    async fn one_stream(
+        cfg: ConnConfig,
+    ) -> (
+        Connection,
+        SendHalf,
+        tokio::io::WriteHalf<tokio::io::DuplexStream>,
+        tokio::io::ReadHalf<tokio::io::DuplexStream>,
+        Deflater,
+    ) {
+        let (client, server) = tokio::io::duplex(1 << 22);
+        let (conn, mut streams) = Connection::start(server, cfg);
+        let (crd, mut cwr) = tokio::io::split(client);
+        let mut d = Deflater::new();
+        let mut out = BytesMut::new();
+        frame::encode(
+            &Frame::SynStream {
+                stream_id: 1,
+                associated_id: 0,
+                priority: 0,
+                flags: 0,
+                headers: vec![],
+            },
+            &mut d,
+            &mut out,
+        )
+        .unwrap();
+        cwr.write_all(&out).await.unwrap();
+        let (_r, w) = streams.recv().await.unwrap().split();
+        (conn, w, cwr, crd, d)
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_updates_windows_is_not_held_back_past_the_grace() {
+        let cfg = ConnConfig {
+            window_grace: Duration::from_millis(50),
+            ..ConnConfig::default()
+        };
+        let (conn, w, _cwr, _crd, _d) = one_stream(cfg).await;
+        assert_eq!(w.reserve(usize::MAX).await.unwrap(), 65536);
+        let started = Instant::now();
+        assert_eq!(w.reserve(1000).await.unwrap(), 1000);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(flow_of(&conn), Flow::Off);
+    }
+
+    #[tokio::test]
+    async fn initial_window_size_moves_open_streams_windows() {
+        let (conn, w, mut cwr, _crd, mut d) = one_stream(ConnConfig::default()).await;
+        let mut out = BytesMut::new();
+        frame::encode(
+            &Frame::Settings {
+                flags: 0,
+                entries: vec![frame::Setting {
+                    flags: 0,
+                    id: setting::INITIAL_WINDOW_SIZE,
+                    value: 1000,
+                }],
+            },
+            &mut d,
+            &mut out,
+        )
+        .unwrap();
+        cwr.write_all(&out).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while flow_of(&conn) != Flow::Enforced {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        // The stream's window shrank from 64 KiB to 1000 bytes.
+        assert_eq!(w.reserve(usize::MAX).await.unwrap(), 1000);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), w.reserve(1))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reset_stream_refuses_sends() {
+        let (_conn, w, mut cwr, _crd, mut d) = one_stream(ConnConfig::default()).await;
+        let mut out = BytesMut::new();
+        frame::encode(
+            &Frame::RstStream {
+                stream_id: 1,
+                status: rst::CANCEL,
+            },
+            &mut d,
+            &mut out,
+        )
+        .unwrap();
+        cwr.write_all(&out).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match w.send(Bytes::from_static(b"x")).await {
+                    Ok(()) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Err(e) => return e,
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(r, ConnError::Reset(1));
+    }
 }

@@ -243,6 +243,8 @@ impl Head {
 /// body), leaving the socket at the first byte after the head.
 pub async fn request(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (Head, TcpStream) {
     let mut s = TcpStream::connect(addr).await.unwrap();
+    // As Go's clients: small frames (window updates) go out at once, not after Nagle's wait.
+    s.set_nodelay(true).unwrap();
     let mut req = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
@@ -446,7 +448,11 @@ impl SpdyClient {
                 }
             }
             Frame::RstStream { stream_id, status } => send(stream_id, Ev::Reset(status)),
-            Frame::GoAway { .. } => *self.shared.goaway.lock().unwrap() = true,
+            Frame::GoAway { .. } => {
+                // As spdystream: no new streams, and our side of the connection ends.
+                *self.shared.goaway.lock().unwrap() = true;
+                self.abort().await;
+            }
             Frame::Ping { id } if id % 2 == 0 => self.send_frame(Frame::Ping { id }).await,
             _ => {}
         }
