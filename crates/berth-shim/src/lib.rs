@@ -10,16 +10,19 @@
 //! of JSON back, with a deadline). The `berth-shim` binary is the shim itself.
 
 pub mod crilog;
+pub mod fdpass;
 pub mod protocol;
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub use protocol::{
-    ContainerState, CreateSpec, ExecSyncReply, ExecSyncSpec, Reply, Request, SandboxSpec, Status,
+    ContainerState, CreateSpec, ExecSpec, ExecSyncReply, ExecSyncSpec, Reply, Request, SandboxSpec,
+    Status,
 };
 
 /// The socket a shim serves in its directory.
@@ -89,6 +92,17 @@ pub fn spawn(
     Ok(Client::new(dir.join(SOCKET)))
 }
 
+/// A connection kept open after its first reply: an interactive exec or an attach.
+#[derive(Debug)]
+pub struct Session {
+    pub stream: UnixStream,
+    pub reply: Reply,
+    /// The descriptors the reply brought (a pty master, a container's stdin).
+    pub fds: Vec<OwnedFd>,
+    /// What came after the reply line in the same read (the first output frames).
+    pub leftover: Vec<u8>,
+}
+
 /// Talks to one shim.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -110,6 +124,69 @@ impl Client {
         Client {
             socket: self.socket.clone(),
             timeout,
+        }
+    }
+
+    /// Sends `req` with `fds` and keeps the connection: the first reply, with the
+    /// descriptors that came with it, and the stream for what follows (no deadline on it).
+    pub fn open(&self, req: &Request, fds: &[BorrowedFd<'_>]) -> Result<Session, ShimError> {
+        let io = |what: &'static str| {
+            let socket = self.socket.clone();
+            move |source| ShimError::Io {
+                socket,
+                what,
+                source,
+            }
+        };
+        let s = UnixStream::connect(&self.socket).map_err(io("connect"))?;
+        s.set_read_timeout(Some(self.timeout))
+            .map_err(io("set a deadline"))?;
+        let mut line = serde_json::to_vec(req).expect("requests serialize");
+        line.push(b'\n');
+        fdpass::send(s.as_fd(), &line, fds).map_err(io("send the request"))?;
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let nl = loop {
+            let (n, fds) = fdpass::recv(s.as_fd(), &mut chunk).map_err(io("read the reply"))?;
+            got.extend(fds);
+            if n == 0 {
+                return Err(ShimError::Protocol {
+                    socket: self.socket.clone(),
+                    reason: "the shim closed the connection without a reply".into(),
+                });
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(p) = buf.iter().position(|&b| b == b'\n') {
+                break p;
+            }
+            if buf.len() > 1 << 20 {
+                return Err(ShimError::Protocol {
+                    socket: self.socket.clone(),
+                    reason: "the reply line is too long".into(),
+                });
+            }
+        };
+        let leftover = buf.split_off(nl + 1);
+        let reply = self.parse(&buf)?;
+        s.set_read_timeout(None).map_err(io("clear the deadline"))?;
+        Ok(Session {
+            stream: s,
+            reply,
+            fds: got,
+            leftover,
+        })
+    }
+
+    fn parse(&self, line: &[u8]) -> Result<Reply, ShimError> {
+        let r: protocol::Response =
+            serde_json::from_slice(line).map_err(|e| ShimError::Protocol {
+                socket: self.socket.clone(),
+                reason: e.to_string(),
+            })?;
+        match r {
+            protocol::Response::Ok(reply) => Ok(reply),
+            protocol::Response::Error(msg) => Err(ShimError::Refused(msg)),
         }
     }
 
@@ -141,14 +218,6 @@ impl Client {
                 reason: "the shim closed the connection without a reply".into(),
             });
         }
-        let r: protocol::Response =
-            serde_json::from_str(&reply).map_err(|e| ShimError::Protocol {
-                socket: self.socket.clone(),
-                reason: e.to_string(),
-            })?;
-        match r {
-            protocol::Response::Ok(reply) => Ok(reply),
-            protocol::Response::Error(msg) => Err(ShimError::Refused(msg)),
-        }
+        self.parse(reply.as_bytes())
     }
 }

@@ -44,6 +44,24 @@ pub struct ExecSyncSpec {
     pub timeout_ms: u64,
 }
 
+/// An interactive command in a container (CRI Exec). Its stdio comes with the request as
+/// descriptors (SCM_RIGHTS): stdin's read end, stdout's and stderr's write ends, those
+/// asked for, in that order; with a terminal none come, and the shim's reply brings the
+/// pty's master back instead.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub id: String,
+    pub cmd: Vec<String>,
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// The frame header of an attached container's output: the stream (1 stdout, 2 stderr)
+/// and the length of the bytes that follow, big-endian.
+pub const FRAME_HEADER: usize = 5;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -72,6 +90,20 @@ pub enum Request {
     Wait {
         id: String,
         timeout_ms: u64,
+    },
+    /// An interactive exec ([`ExecSpec`]). The connection stays open: `ExecStarted` (with the
+    /// pty master, for a terminal), then `ExecExited` when the process ends. Closing the
+    /// connection first kills the process and what it started.
+    Exec(ExecSpec),
+    /// Attaches to the container: `Attached` comes with the container's stdin (the pty
+    /// master with a terminal, else a pipe's write end when `stdin` is asked and the
+    /// container keeps one open), then its output as frames ([`FRAME_HEADER`]) until it
+    /// exits, when the shim closes the connection.
+    Attach {
+        id: String,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
     },
     /// Opens the container's log path again (after the kubelet renamed the file).
     ReopenLog {
@@ -123,10 +155,24 @@ pub const EXEC_OUTPUT_LIMIT: usize = 16 << 20;
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
     Done,
-    Sandbox { pid: i32 },
-    Created { pid: i32 },
+    Sandbox {
+        pid: i32,
+    },
+    Created {
+        pid: i32,
+    },
     State(ContainerState),
     ExecSync(ExecSyncReply),
+    ExecStarted {
+        pid: i32,
+    },
+    ExecExited {
+        exit_code: i32,
+    },
+    /// Attached: whether the container has a terminal (then its output is one stream).
+    Attached {
+        tty: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use berth_shim::crilog::{self, LineSplitter, LogFile, Stream};
+use berth_shim::fdpass;
 use berth_shim::protocol::{
-    ContainerState, CreateSpec, ExecSyncReply, ExecSyncSpec, Reply, Request, Response, Status,
-    EXEC_OUTPUT_LIMIT,
+    ContainerState, CreateSpec, ExecSpec, ExecSyncReply, ExecSyncSpec, Reply, Request, Response,
+    Status, EXEC_OUTPUT_LIMIT, FRAME_HEADER,
 };
 use berth_shim::SOCKET;
 use libberth::process::Stdio;
@@ -39,6 +40,77 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 struct Output {
     fd: OwnedFd,
     splitter: LineSplitter,
+    /// 1 stdout (a terminal's only stream), 2 stderr: as attach frames name them.
+    stream: u8,
+}
+
+/// The most an attached client may fall behind before it is cut off: a client that does
+/// not read must not hold the container's logs back, nor fill the shim's memory.
+const ATTACH_BACKLOG: usize = 1 << 20;
+
+/// A client attached to a container's output.
+struct Attacher {
+    conn: UnixStream,
+    stdout: bool,
+    stderr: bool,
+    /// Frames the socket did not take yet.
+    pending: Vec<u8>,
+    broken: bool,
+}
+
+impl Attacher {
+    /// Queues a frame and writes what the socket takes now.
+    fn send(&mut self, stream: u8, data: &[u8]) {
+        if self.broken
+            || !(if stream == 1 {
+                self.stdout
+            } else {
+                self.stderr
+            })
+        {
+            return;
+        }
+        if self.pending.len() + data.len() + FRAME_HEADER > ATTACH_BACKLOG {
+            self.broken = true;
+            return;
+        }
+        self.pending.push(stream);
+        self.pending
+            .extend_from_slice(&(data.len() as u32).to_be_bytes());
+        self.pending.extend_from_slice(data);
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        while !self.pending.is_empty() {
+            match self.conn.write(&self.pending) {
+                Ok(0) => {
+                    self.broken = true;
+                    return;
+                }
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.broken = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// At the container's end: what is queued goes out (briefly waited for), then the
+    /// connection closes, which tells the client.
+    fn finish(mut self) {
+        if self.broken || self.pending.is_empty() {
+            return;
+        }
+        let _ = self.conn.set_nonblocking(false);
+        let _ = self.conn.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = self.conn.write_all(&self.pending);
+    }
 }
 
 struct Container {
@@ -46,7 +118,20 @@ struct Container {
     log: Option<LogFile>,
     outputs: Vec<Output>,
     /// The write side of its stdin, held open for attach.
-    _stdin: Option<OwnedFd>,
+    stdin: Option<OwnedFd>,
+    tty: bool,
+    /// A copy of its pty master (its stdin, and where its terminal size is set).
+    console: Option<OwnedFd>,
+    attachers: Vec<Attacher>,
+}
+
+/// An interactive exec: kept while the connection that asked for it is open.
+struct Session {
+    pid: i32,
+    conn: UnixStream,
+    exit: Option<i32>,
+    /// The client closed its connection before the exit: the process was killed.
+    gone: bool,
 }
 
 /// An ExecSync under way: its output so far, its exit, and who waits for the reply.
@@ -71,6 +156,8 @@ struct Waiter {
 struct Conn {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// Descriptors that came with the request.
+    fds: Vec<OwnedFd>,
     since: Instant,
 }
 
@@ -83,6 +170,7 @@ pub struct Shim {
     conns: Vec<Conn>,
     containers: HashMap<String, Container>,
     execs: Vec<ExecSession>,
+    sessions: Vec<Session>,
     waiters: Vec<Waiter>,
     pause: Option<i32>,
     shutting_down: bool,
@@ -142,6 +230,7 @@ impl Shim {
             conns: Vec::new(),
             containers: HashMap::new(),
             execs: Vec::new(),
+            sessions: Vec::new(),
             waiters: Vec::new(),
             pause: None,
             shutting_down: false,
@@ -151,7 +240,11 @@ impl Shim {
     /// Serves until shut down and empty.
     pub fn run(&mut self) {
         loop {
-            if self.shutting_down && self.containers.is_empty() && self.execs.is_empty() {
+            if self.shutting_down
+                && self.containers.is_empty()
+                && self.execs.is_empty()
+                && self.sessions.is_empty()
+            {
                 self.finish_waits();
                 let _ = fs::remove_file(self.dir.join(SOCKET));
                 eprintln!("berth-shim: pod {}: done", self.pod);
@@ -162,35 +255,53 @@ impl Shim {
     }
 
     fn poll_once(&mut self) {
-        // The order of `fds`: listener, signals, connections, container outputs, exec outputs.
+        // The order of `fds`: listener, signals, connections, container outputs, exec
+        // outputs, exec sessions, attached clients.
         let mut owners: Vec<Source> = vec![Source::Listener, Source::Signals];
-        let mut raw: Vec<i32> = vec![self.listener.as_raw_fd(), self.signals.as_raw_fd()];
+        let mut raw: Vec<(i32, PollFlags)> = vec![
+            (self.listener.as_raw_fd(), PollFlags::POLLIN),
+            (self.signals.as_raw_fd(), PollFlags::POLLIN),
+        ];
         for (i, c) in self.conns.iter().enumerate() {
             owners.push(Source::Conn(i));
-            raw.push(c.stream.as_raw_fd());
+            raw.push((c.stream.as_raw_fd(), PollFlags::POLLIN));
         }
         for (id, c) in &self.containers {
             for (j, o) in c.outputs.iter().enumerate() {
                 owners.push(Source::Output(id.clone(), j));
-                raw.push(o.fd.as_raw_fd());
+                raw.push((o.fd.as_raw_fd(), PollFlags::POLLIN));
+            }
+            for (k, a) in c.attachers.iter().enumerate() {
+                owners.push(Source::Attacher(id.clone(), k));
+                let mut f = PollFlags::POLLIN;
+                if !a.pending.is_empty() {
+                    f |= PollFlags::POLLOUT;
+                }
+                raw.push((a.conn.as_raw_fd(), f));
             }
         }
         for (i, e) in self.execs.iter().enumerate() {
             for (j, (fd, _)) in e.outputs.iter().enumerate() {
                 owners.push(Source::ExecOutput(i, j));
-                raw.push(fd.as_raw_fd());
+                raw.push((fd.as_raw_fd(), PollFlags::POLLIN));
+            }
+        }
+        for (i, s) in self.sessions.iter().enumerate() {
+            if !s.gone {
+                owners.push(Source::Session(i));
+                raw.push((s.conn.as_raw_fd(), PollFlags::POLLIN));
             }
         }
         let ready: Vec<bool> = {
             // SAFETY: every number in `raw` is a descriptor owned by `self`, which outlives
             // this block; nothing closes them before poll returns.
-            let borrowed: Vec<BorrowedFd<'_>> = raw
+            let borrowed: Vec<(BorrowedFd<'_>, PollFlags)> = raw
                 .iter()
-                .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+                .map(|&(fd, f)| (unsafe { BorrowedFd::borrow_raw(fd) }, f))
                 .collect();
             let mut fds: Vec<PollFd<'_>> = borrowed
                 .iter()
-                .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+                .map(|(fd, f)| PollFd::new(*fd, *f))
                 .collect();
             let timeout = self.next_timeout();
             match poll(&mut fds, timeout) {
@@ -203,7 +314,12 @@ impl Shim {
             fds.iter()
                 .map(|f| {
                     f.revents().is_some_and(|r| {
-                        r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                        r.intersects(
+                            PollFlags::POLLIN
+                                | PollFlags::POLLOUT
+                                | PollFlags::POLLHUP
+                                | PollFlags::POLLERR,
+                        )
                     })
                 })
                 .collect()
@@ -213,6 +329,8 @@ impl Shim {
         let mut conn_ready = Vec::new();
         let mut out_ready = Vec::new();
         let mut exec_ready = Vec::new();
+        let mut session_ready = Vec::new();
+        let mut attacher_ready = Vec::new();
         let mut accept = false;
         let mut signals = false;
         for (src, r) in owners.into_iter().zip(ready) {
@@ -225,6 +343,8 @@ impl Shim {
                 Source::Conn(i) => conn_ready.push(i),
                 Source::Output(id, j) => out_ready.push((id, j)),
                 Source::ExecOutput(i, j) => exec_ready.push((i, j)),
+                Source::Session(i) => session_ready.push(i),
+                Source::Attacher(id, k) => attacher_ready.push((id, k)),
             }
         }
         // An output at its end is removed from its list: the higher indices go first, so
@@ -237,11 +357,21 @@ impl Shim {
         for (i, j) in exec_ready {
             self.read_exec_output(i, j);
         }
+        for (id, k) in attacher_ready {
+            self.service_attacher(&id, k);
+        }
+        for c in self.containers.values_mut() {
+            c.attachers.retain(|a| !a.broken);
+        }
+        for i in session_ready {
+            self.check_session(i);
+        }
         if signals {
             self.handle_signals();
         }
         self.check_exec_deadlines();
         self.finish_execs();
+        self.finish_sessions();
         self.finish_waits();
         conn_ready.sort_unstable();
         for i in conn_ready.into_iter().rev() {
@@ -281,6 +411,7 @@ impl Shim {
                     self.conns.push(Conn {
                         stream,
                         buf: Vec::new(),
+                        fds: Vec::new(),
                         since: Instant::now(),
                     });
                 }
@@ -301,10 +432,14 @@ impl Shim {
     fn read_conn(&mut self, i: usize) {
         let mut chunk = [0u8; 8192];
         let done = loop {
-            match self.conns[i].stream.read(&mut chunk) {
-                Ok(0) => break Some(false),
-                Ok(n) => {
+            match fdpass::recv(self.conns[i].stream.as_fd(), &mut chunk) {
+                Ok((0, _)) => break Some(false),
+                Ok((n, fds)) => {
                     let c = &mut self.conns[i];
+                    c.fds.extend(fds);
+                    if c.fds.len() > fdpass::MAX_FDS {
+                        break Some(false);
+                    }
                     c.buf.extend_from_slice(&chunk[..n]);
                     if c.buf.contains(&b'\n') {
                         break Some(true);
@@ -327,15 +462,32 @@ impl Shim {
                 let line = c.buf.split(|&b| b == b'\n').next().unwrap_or(&[]);
                 let _ = c.stream.set_nonblocking(false);
                 match serde_json::from_slice::<Request>(line) {
-                    Ok(req) => self.handle(req, c.stream),
+                    Ok(req) => self.handle(req, c.stream, c.fds),
                     Err(e) => respond(c.stream, Err(format!("malformed request: {e}"))),
                 }
             }
         }
     }
 
-    fn handle(&mut self, req: Request, stream: UnixStream) {
+    fn handle(&mut self, req: Request, stream: UnixStream, fds: Vec<OwnedFd>) {
         let r = match req {
+            Request::Exec(spec) => {
+                if let Err((stream, e)) = self.exec(&spec, stream, fds) {
+                    respond(stream, Err(e));
+                }
+                return;
+            }
+            Request::Attach {
+                id,
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                if let Err((stream, e)) = self.attach(&id, stdin, stdout, stderr, stream) {
+                    respond(stream, Err(e));
+                }
+                return;
+            }
             Request::Sandbox(spec) => self.sandbox(&spec),
             Request::Create(spec) => self.create(&spec),
             Request::Start { id } => self.start(&id),
@@ -443,6 +595,7 @@ impl Shim {
                 outputs.push(Output {
                     fd: r,
                     splitter: LineSplitter::new(stream),
+                    stream: if stream == Stream::Stdout { 1 } else { 2 },
                 });
             }
         }
@@ -454,11 +607,14 @@ impl Shim {
             ..Default::default()
         };
         let created = self.rt.create(&opts).map_err(|e| msg(&spec.id, e))?;
+        let mut console = None;
         if let Some(master) = created.console_master {
             let _ = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+            console = nix::unistd::dup(&master).ok();
             outputs.push(Output {
                 fd: master,
                 splitter: LineSplitter::new(Stream::Stdout),
+                stream: 1,
             });
         }
         // `opts.stdio` (the container's ends) is dropped here: only the container holds them.
@@ -479,7 +635,10 @@ impl Shim {
                 state,
                 log,
                 outputs,
-                _stdin: stdin_w,
+                stdin: stdin_w,
+                tty: spec.tty,
+                console,
+                attachers: Vec::new(),
             },
         );
         Ok(Reply::Created { pid: created.pid })
@@ -617,7 +776,12 @@ impl Shim {
                 // A pty master reads EIO once the last process holding the slave is gone.
                 Err(_) => 0,
             };
-            let Container { log, outputs, .. } = c;
+            let Container {
+                log,
+                outputs,
+                attachers,
+                ..
+            } = c;
             let o = &mut outputs[j];
             let mut text = Vec::new();
             let stamp = crilog::now();
@@ -626,11 +790,252 @@ impl Shim {
                 o.splitter.finish(&mut emit);
                 write_log(log, &text);
                 outputs.remove(j);
+                if outputs.is_empty() {
+                    // The container's output has ended: so have its attach sessions.
+                    for a in attachers.drain(..) {
+                        a.finish();
+                    }
+                }
                 return;
             }
             o.splitter.feed(&buf[..n], &mut emit);
             write_log(log, &text);
+            for a in attachers.iter_mut() {
+                a.send(o.stream, &buf[..n]);
+            }
         }
+    }
+
+    /// An attached client's socket is writable (flush) or readable (it left: EOF).
+    fn service_attacher(&mut self, id: &str, k: usize) {
+        let Some(a) = self
+            .containers
+            .get_mut(id)
+            .and_then(|c| c.attachers.get_mut(k))
+        else {
+            return;
+        };
+        a.flush();
+        let mut buf = [0u8; 512];
+        loop {
+            match a.conn.read(&mut buf) {
+                // Clients send nothing after the request; the end of their stream is leaving.
+                Ok(0) => {
+                    a.broken = true;
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    a.broken = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// An interactive exec's connection is readable: at its end the client is gone, and
+    /// the process goes with everything it started.
+    fn check_session(&mut self, i: usize) {
+        let Some(s) = self.sessions.get_mut(i) else {
+            return;
+        };
+        let mut buf = [0u8; 512];
+        let gone = loop {
+            match s.conn.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break true,
+            }
+        };
+        if gone {
+            s.gone = true;
+            if s.exit.is_none() {
+                let _ = nix::sys::signal::killpg(Pid::from_raw(s.pid), Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(Pid::from_raw(s.pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Tells each interactive exec's client that its process exited, and forgets it.
+    fn finish_sessions(&mut self) {
+        let mut i = 0;
+        while i < self.sessions.len() {
+            let s = &self.sessions[i];
+            if s.exit.is_none() {
+                i += 1;
+                continue;
+            }
+            let s = self.sessions.swap_remove(i);
+            if !s.gone {
+                respond(
+                    s.conn,
+                    Ok(Reply::ExecExited {
+                        exit_code: s.exit.unwrap_or(-1),
+                    }),
+                );
+            }
+        }
+    }
+
+    fn exec(
+        &mut self,
+        spec: &ExecSpec,
+        stream: UnixStream,
+        mut fds: Vec<OwnedFd>,
+    ) -> Result<(), (UnixStream, String)> {
+        let id = spec.id.as_str();
+        match self.known(id) {
+            Ok(c) if c.state.status == Status::Running => {}
+            Ok(_) => {
+                return Err((
+                    stream,
+                    format!("container {id:?}: container is not running"),
+                ))
+            }
+            Err(e) => return Err((stream, e)),
+        }
+        let want = if spec.tty {
+            0
+        } else {
+            [spec.stdin, spec.stdout, spec.stderr]
+                .iter()
+                .filter(|w| **w)
+                .count()
+        };
+        if fds.len() != want {
+            return Err((
+                stream,
+                format!(
+                    "container {id:?}: exec: {} descriptors came with the request, {want} expected",
+                    fds.len()
+                ),
+            ));
+        }
+        let process = match self.rt.exec_process(
+            id,
+            &ProcessOverrides {
+                args: spec.cmd.clone(),
+                terminal: spec.tty,
+                ..Default::default()
+            },
+        ) {
+            Ok(p) => p,
+            Err(e) => return Err((stream, msg(id, e))),
+        };
+        let null = |flags| {
+            nix::fcntl::open(
+                "/dev/null",
+                flags | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| format!("open /dev/null: {e}"))
+        };
+        let mut stdio = Stdio::default();
+        if !spec.tty {
+            let mut take = |wanted: bool, flags| -> Result<OwnedFd, String> {
+                if wanted {
+                    Ok(fds.remove(0))
+                } else {
+                    null(flags)
+                }
+            };
+            let r = (|| -> Result<(), String> {
+                stdio.stdin = Some(take(spec.stdin, OFlag::O_RDONLY)?);
+                stdio.stdout = Some(take(spec.stdout, OFlag::O_WRONLY)?);
+                stdio.stderr = Some(take(spec.stderr, OFlag::O_WRONLY)?);
+                Ok(())
+            })();
+            if let Err(e) = r {
+                return Err((stream, e));
+            }
+        }
+        let opts = ExecOptions {
+            id: id.to_string(),
+            process,
+            console: spec.tty.then_some(ConsoleTarget::Return),
+            pid_file: None,
+            preserve_fds: 0,
+            ignore_paused: false,
+            sub_cgroups: Vec::new(),
+            stdio,
+            new_session: true,
+        };
+        let execed = match self.rt.exec(&opts) {
+            Ok(e) => e,
+            Err(e) => return Err((stream, msg(id, e))),
+        };
+        // The process holds its stdio now; the shim keeps no copy.
+        drop(opts);
+        let master: Vec<BorrowedFd<'_>> = execed.console_master.iter().map(|m| m.as_fd()).collect();
+        respond_with(&stream, Ok(Reply::ExecStarted { pid: execed.pid }), &master);
+        drop(master);
+        let _ = stream.set_nonblocking(true);
+        self.sessions.push(Session {
+            pid: execed.pid,
+            conn: stream,
+            exit: None,
+            gone: false,
+        });
+        Ok(())
+    }
+
+    fn attach(
+        &mut self,
+        id: &str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        stream: UnixStream,
+    ) -> Result<(), (UnixStream, String)> {
+        let c = match self.containers.get_mut(id) {
+            Some(c) => c,
+            None => {
+                return Err((
+                    stream,
+                    format!("container {id:?}: container does not exist"),
+                ))
+            }
+        };
+        let input = if c.tty {
+            c.console.as_ref()
+        } else if stdin {
+            match &c.stdin {
+                Some(w) => Some(w),
+                None => {
+                    return Err((
+                        stream,
+                        format!("container {id:?}: attach: the container was made without stdin"),
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+        let dup = match input.map(nix::unistd::dup).transpose() {
+            Ok(d) => d,
+            Err(e) => return Err((stream, format!("container {id:?}: attach: dup: {e}"))),
+        };
+        let fds: Vec<BorrowedFd<'_>> = dup.iter().map(|d| d.as_fd()).collect();
+        respond_with(&stream, Ok(Reply::Attached { tty: c.tty }), &fds);
+        drop(fds);
+        drop(dup);
+        if c.outputs.is_empty() {
+            // Already ended: closing says so.
+            return Ok(());
+        }
+        let _ = stream.set_nonblocking(true);
+        c.attachers.push(Attacher {
+            conn: stream,
+            stdout,
+            stderr: stderr && !c.tty,
+            pending: Vec::new(),
+            broken: false,
+        });
+        Ok(())
     }
 
     fn read_exec_output(&mut self, i: usize, j: usize) {
@@ -704,6 +1109,12 @@ impl Shim {
         for e in &mut self.execs {
             if e.pid == pid {
                 e.exit = Some(code);
+                return;
+            }
+        }
+        for s in &mut self.sessions {
+            if s.pid == pid {
+                s.exit = Some(code);
                 return;
             }
         }
@@ -809,10 +1220,24 @@ enum Source {
     Conn(usize),
     Output(String, usize),
     ExecOutput(usize, usize),
+    Session(usize),
+    Attacher(String, usize),
 }
 
 fn msg(id: &str, e: libberth::Error) -> String {
     format!("container {id:?}: {}", e.chain())
+}
+
+/// A reply line with descriptors attached.
+fn respond_with(stream: &UnixStream, r: Result<Reply, String>, fds: &[BorrowedFd<'_>]) {
+    let resp = match r {
+        Ok(reply) => Response::Ok(reply),
+        Err(e) => Response::Error(e),
+    };
+    let mut line = serde_json::to_vec(&resp).expect("responses serialize");
+    line.push(b'\n');
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let _ = fdpass::send(stream.as_fd(), &line, fds);
 }
 
 fn respond(mut stream: UnixStream, r: Result<Reply, String>) {

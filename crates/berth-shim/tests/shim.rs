@@ -104,13 +104,30 @@ impl Pod {
     }
 
     fn create(&self, name: &str, script: &str, log: Option<&Path>) -> i32 {
+        self.create_with(name, script, log, false, false)
+    }
+
+    fn create_with(
+        &self,
+        name: &str,
+        script: &str,
+        log: Option<&Path>,
+        tty: bool,
+        stdin: bool,
+    ) -> i32 {
         let bundle = self.bundle(name, script, &["network", "pid", "ipc", "uts"]);
+        if tty {
+            let cfg = bundle.join("config.json");
+            let mut v: Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+            v["process"]["terminal"] = json!(true);
+            fs::write(&cfg, serde_json::to_vec(&v).unwrap()).unwrap();
+        }
         match self.call(Request::Create(CreateSpec {
             id: name.into(),
             bundle,
             log_path: log.map(Path::to_path_buf),
-            tty: false,
-            stdin: false,
+            tty,
+            stdin,
         })) {
             Reply::Created { pid } => pid,
             other => panic!("create {name}: {other:?}"),
@@ -637,4 +654,177 @@ fn sigterm_ends_the_pod_with_its_containers() {
         .unwrap_or_default();
     assert!(left.is_empty(), "libberth state left: {left:?}");
     assert!(mounts_under(pod.tmp.path()).is_empty());
+}
+
+/// Reads attach frames from `s` (after `leftover`) until the shim closes the connection.
+fn read_frames(mut s: &std::os::unix::net::UnixStream, leftover: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    use std::io::Read;
+    let mut data = leftover;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.read_to_end(&mut data).expect("frames until the end");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut rest = data.as_slice();
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        let body = &rest[5..5 + len];
+        match rest[0] {
+            1 => out.extend_from_slice(body),
+            2 => err.extend_from_slice(body),
+            other => panic!("stream {other}"),
+        }
+        rest = &rest[5 + len..];
+    }
+    assert!(rest.is_empty(), "a partial frame: {rest:?}");
+    (out, err)
+}
+
+#[test]
+fn interactive_exec_and_attach_pass_descriptors_and_frames() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    if !is_root() {
+        berth_testkit::skip(
+            "interactive_exec_and_attach_pass_descriptors_and_frames",
+            "needs root",
+        );
+        return;
+    }
+    let pod = Pod::new("pod-stream");
+    pod.call(Request::Sandbox(SandboxSpec {
+        netns: None,
+        net: true,
+        ipc: true,
+        hostname: Some("streamhost".into()),
+        pid: true,
+    }));
+    // A container that echoes its stdin, line by line, on stdout and stderr.
+    pod.create_with(
+        "echo",
+        "while read l; do echo out:$l; echo err:$l >&2; done; echo bye",
+        None,
+        false,
+        true,
+    );
+    pod.call(Request::Start { id: "echo".into() });
+
+    // Exec without a terminal: our pipes are its stdio; the exit code comes at the end.
+    let (in_r, in_w) = nix::unistd::pipe().unwrap();
+    let (out_r, out_w) = nix::unistd::pipe().unwrap();
+    let (err_r, err_w) = nix::unistd::pipe().unwrap();
+    let sess = pod
+        .client
+        .open(
+            &Request::Exec(berth_shim::ExecSpec {
+                id: "echo".into(),
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "read x; echo got:$x; echo e >&2; exit 5".into(),
+                ],
+                tty: false,
+                stdin: true,
+                stdout: true,
+                stderr: true,
+            }),
+            &[in_r.as_fd(), out_w.as_fd(), err_w.as_fd()],
+        )
+        .unwrap();
+    drop((in_r, out_w, err_w));
+    assert!(
+        matches!(sess.reply, Reply::ExecStarted { pid } if pid > 0),
+        "{:?}",
+        sess.reply
+    );
+    fs::File::from(in_w).write_all(b"hi\n").unwrap();
+    let mut out = String::new();
+    fs::File::from(out_r).read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    fs::File::from(err_r).read_to_string(&mut err).unwrap();
+    assert_eq!((out.as_str(), err.as_str()), ("got:hi\n", "e\n"));
+    let mut rest = String::from_utf8(sess.leftover).unwrap();
+    let mut s = &sess.stream;
+    s.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("\"exec_exited\"") && rest.contains("\"exit_code\":5"),
+        "{rest}"
+    );
+
+    // With a terminal the master comes back; closing the connection kills the command.
+    let sess = pod
+        .client
+        .open(
+            &Request::Exec(berth_shim::ExecSpec {
+                id: "echo".into(),
+                cmd: vec!["sh".into(), "-c".into(), "tty; sleep 2345".into()],
+                tty: true,
+                stdin: true,
+                stdout: true,
+                stderr: false,
+            }),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(sess.fds.len(), 1, "the pty master");
+    let mut master = fs::File::from(sess.fds.into_iter().next().unwrap());
+    let mut line = [0u8; 64];
+    let n = master.read(&mut line).unwrap();
+    assert!(
+        String::from_utf8_lossy(&line[..n]).contains("/dev/pts/"),
+        "{:?}",
+        &line[..n]
+    );
+    wait_for("the exec's sleep", || {
+        processes_running("sleep", "2345") == 1
+    });
+    drop(sess.stream);
+    wait_for("the abandoned exec to be killed", || {
+        processes_running("sleep", "2345") == 0
+    });
+    // Too few descriptors are refused by name.
+    let err = pod
+        .client
+        .open(
+            &Request::Exec(berth_shim::ExecSpec {
+                id: "echo".into(),
+                cmd: vec!["true".into()],
+                tty: false,
+                stdin: true,
+                stdout: true,
+                stderr: false,
+            }),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("descriptors"), "{err}");
+
+    // Attach: the container's stdin comes back; its output arrives as frames, both
+    // streams, until it exits and the shim closes the connection.
+    let att = pod
+        .client
+        .open(
+            &Request::Attach {
+                id: "echo".into(),
+                stdin: true,
+                stdout: true,
+                stderr: true,
+            },
+            &[],
+        )
+        .unwrap();
+    assert_eq!(att.reply, Reply::Attached { tty: false });
+    assert_eq!(att.fds.len(), 1, "the container's stdin");
+    let mut stdin = fs::File::from(att.fds.into_iter().next().unwrap());
+    stdin.write_all(b"one\ntwo\n").unwrap();
+    drop(stdin);
+    // The shim still holds the container's stdin: end it by killing the reader instead.
+    std::thread::sleep(Duration::from_millis(300));
+    pod.call(Request::Kill {
+        id: "echo".into(),
+        signal: 9,
+        all: true,
+    });
+    let (out, err) = read_frames(&att.stream, att.leftover);
+    assert_eq!(String::from_utf8_lossy(&out), "out:one\nout:two\n");
+    assert_eq!(String::from_utf8_lossy(&err), "err:one\nerr:two\n");
 }
