@@ -13,7 +13,6 @@ pub mod crilog;
 pub mod fdpass;
 pub mod protocol;
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -24,6 +23,9 @@ pub use protocol::{
     ContainerState, CreateSpec, ExecSpec, ExecSyncReply, ExecSyncSpec, Reply, Request, SandboxSpec,
     Status,
 };
+
+/// The longest reply line: an ExecSync's, with both streams at their cap, in base64.
+const MAX_REPLY: usize = 4 * protocol::EXEC_OUTPUT_LIMIT;
 
 /// The socket a shim serves in its directory.
 pub const SOCKET: &str = "shim.sock";
@@ -146,7 +148,7 @@ impl Client {
         fdpass::send(s.as_fd(), &line, fds).map_err(io("send the request"))?;
         let mut buf = Vec::new();
         let mut got = Vec::new();
-        let mut chunk = [0u8; 8192];
+        let mut chunk = vec![0u8; 64 * 1024];
         let nl = loop {
             let (n, fds) = fdpass::recv(s.as_fd(), &mut chunk).map_err(io("read the reply"))?;
             got.extend(fds);
@@ -157,10 +159,11 @@ impl Client {
                 });
             }
             buf.extend_from_slice(&chunk[..n]);
-            if let Some(p) = buf.iter().position(|&b| b == b'\n') {
-                break p;
+            let seen = buf.len() - n;
+            if let Some(p) = buf[seen..].iter().position(|&b| b == b'\n') {
+                break seen + p;
             }
-            if buf.len() > 1 << 20 {
+            if buf.len() > MAX_REPLY {
                 return Err(ShimError::Protocol {
                     socket: self.socket.clone(),
                     reason: "the reply line is too long".into(),
@@ -192,32 +195,6 @@ impl Client {
 
     /// Sends `req` and returns the shim's reply.
     pub fn call(&self, req: &Request) -> Result<Reply, ShimError> {
-        let io = |what: &'static str| {
-            let socket = self.socket.clone();
-            move |source| ShimError::Io {
-                socket,
-                what,
-                source,
-            }
-        };
-        let mut s = UnixStream::connect(&self.socket).map_err(io("connect"))?;
-        s.set_read_timeout(Some(self.timeout))
-            .map_err(io("set a deadline"))?;
-        s.set_write_timeout(Some(self.timeout))
-            .map_err(io("set a deadline"))?;
-        let mut line = serde_json::to_vec(req).expect("requests serialize");
-        line.push(b'\n');
-        s.write_all(&line).map_err(io("send the request"))?;
-        let mut reply = String::new();
-        BufReader::new(&s)
-            .read_line(&mut reply)
-            .map_err(io("read the reply"))?;
-        if reply.is_empty() {
-            return Err(ShimError::Protocol {
-                socket: self.socket.clone(),
-                reason: "the shim closed the connection without a reply".into(),
-            });
-        }
-        self.parse(reply.as_bytes())
+        self.open(req, &[]).map(|s| s.reply)
     }
 }

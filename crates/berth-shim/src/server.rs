@@ -1236,19 +1236,13 @@ fn respond_with(stream: &UnixStream, r: Result<Reply, String>, fds: &[BorrowedFd
     };
     let mut line = serde_json::to_vec(&resp).expect("responses serialize");
     line.push(b'\n');
+    let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let _ = fdpass::send(stream.as_fd(), &line, fds);
 }
 
-fn respond(mut stream: UnixStream, r: Result<Reply, String>) {
-    let resp = match r {
-        Ok(reply) => Response::Ok(reply),
-        Err(e) => Response::Error(e),
-    };
-    let mut line = serde_json::to_vec(&resp).expect("responses serialize");
-    line.push(b'\n');
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.write_all(&line);
+fn respond(stream: UnixStream, r: Result<Reply, String>) {
+    respond_with(&stream, r, &[]);
 }
 
 fn write_log(log: &mut Option<LogFile>, text: &[u8]) {
