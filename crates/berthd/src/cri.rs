@@ -19,6 +19,15 @@ pub const CRI_VERSION: &str = "v1";
 #[derive(Clone)]
 pub struct Cri {
     pub engine: Arc<Engine>,
+    /// The exec/attach/port-forward server whose URLs Exec, Attach and PortForward return.
+    pub stream: berth_stream::Server<crate::stream::Streams>,
+}
+
+fn url_error(what: &str, e: berth_stream::RequestError) -> Status {
+    match e {
+        berth_stream::RequestError::Cache(c) => Status::resource_exhausted(format!("{what}: {c}")),
+        other => Status::invalid_argument(format!("{what}: {other}")),
+    }
 }
 
 impl Cri {
@@ -251,32 +260,81 @@ impl RuntimeService for Cri {
 
     async fn exec(
         &self,
-        _req: Request<ExecRequest>,
+        req: Request<ExecRequest>,
     ) -> std::result::Result<Response<ExecResponse>, Status> {
-        Err(unimplemented(
-            "Exec",
-            "the streaming server (SPDY/WebSocket) is not built in yet; use ExecSync",
-        ))
+        let r = req.into_inner();
+        if r.cmd.is_empty() {
+            return Err(Status::invalid_argument("Exec: cmd is empty"));
+        }
+        let id = r.container_id.clone();
+        let id = self
+            .run("Exec", move |e| e.check_running(&id, "exec"))
+            .await?
+            .into_inner();
+        let url = self
+            .stream
+            .exec_url(berth_stream::ExecRequest {
+                container_id: id,
+                cmd: r.cmd,
+                tty: r.tty,
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+            })
+            .map_err(|e| url_error("Exec", e))?;
+        Ok(Response::new(ExecResponse { url }))
     }
 
     async fn attach(
         &self,
-        _req: Request<AttachRequest>,
+        req: Request<AttachRequest>,
     ) -> std::result::Result<Response<AttachResponse>, Status> {
-        Err(unimplemented(
-            "Attach",
-            "the streaming server (SPDY/WebSocket) is not built in yet",
-        ))
+        let r = req.into_inner();
+        let id = r.container_id.clone();
+        let id = self
+            .run("Attach", move |e| e.check_running(&id, "attach"))
+            .await?
+            .into_inner();
+        let url = self
+            .stream
+            .attach_url(berth_stream::AttachRequest {
+                container_id: id,
+                tty: r.tty,
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+            })
+            .map_err(|e| url_error("Attach", e))?;
+        Ok(Response::new(AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _req: Request<PortForwardRequest>,
+        req: Request<PortForwardRequest>,
     ) -> std::result::Result<Response<PortForwardResponse>, Status> {
-        Err(unimplemented(
-            "PortForward",
-            "the streaming server (SPDY/WebSocket) is not built in yet",
-        ))
+        let r = req.into_inner();
+        let mut ports = Vec::new();
+        for p in &r.port {
+            ports.push(u16::try_from(*p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                Status::invalid_argument(format!("PortForward: port {p}: out of range"))
+            })?);
+        }
+        let pod = r.pod_sandbox_id.clone();
+        let pod = self
+            .run("PortForward", move |e| {
+                let id = e.resolve_pod(&pod)?;
+                e.pod_netns(&id).map(|_| id)
+            })
+            .await?
+            .into_inner();
+        let url = self
+            .stream
+            .port_forward_url(berth_stream::PortForwardRequest {
+                pod_sandbox_id: pod,
+                ports,
+            })
+            .map_err(|e| url_error("PortForward", e))?;
+        Ok(Response::new(PortForwardResponse { url }))
     }
 
     async fn container_stats(

@@ -9,3 +9,4 @@ pub mod engine;
 pub mod error;
 pub mod spec;
 pub mod state;
+pub mod stream;

@@ -131,13 +131,30 @@ async fn serve(cfg: Config) -> Result<(), String> {
         )
     })?;
     let socket = cfg.socket.clone();
+    let stream_address = cfg.stream_address.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(cfg))
         .await
         .map_err(|e| format!("open the engine: {e}"))?
         .map_err(|e| format!("open the engine: {e}"))?;
-    let cri = Cri {
-        engine: Arc::new(engine),
-    };
+    let engine = Arc::new(engine);
+    let stream_listener = tokio::net::TcpListener::bind(&stream_address)
+        .await
+        .map_err(|e| format!("stream_address {stream_address}: listen: {e}"))?;
+    let stream_addr = stream_listener
+        .local_addr()
+        .map_err(|e| format!("stream_address {stream_address}: {e}"))?;
+    let stream = berth_stream::Server::new(
+        Arc::new(berthd::stream::Streams {
+            engine: engine.clone(),
+        }),
+        berth_stream::Config::new(format!("http://{stream_addr}")),
+    );
+    {
+        let stream = stream.clone();
+        tokio::spawn(async move { stream.serve(stream_listener).await });
+    }
+    tracing::info!(address = %stream_addr, "streaming server (exec, attach, port-forward)");
+    let cri = Cri { engine, stream };
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     }

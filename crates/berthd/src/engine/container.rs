@@ -567,19 +567,74 @@ impl Engine {
         })
     }
 
-    pub fn reopen_container_log(&self, id: &str) -> Result<()> {
+    /// The pod of a running container, for a session with its shim.
+    fn running_in(&self, id: &str, what: &str) -> Result<(String, String)> {
         let id = self.resolve_container(id)?;
         let c = self.container(&id)?;
         let mut c = lock(&c);
         self.refresh(&mut c);
         if c.state != ContainerState::Running {
             return Err(Error::FailedPrecondition(format!(
-                "container {id}: reopen log: container is not running"
+                "container {id}: {what}: container is not running"
             )));
         }
-        self.shim(&c.pod_id)
+        Ok((id, c.pod_id.clone()))
+    }
+
+    /// Checks that an Exec or Attach can start (before a streaming URL is handed out).
+    pub fn check_running(&self, id: &str, what: &str) -> Result<String> {
+        self.running_in(id, what).map(|(id, _)| id)
+    }
+
+    /// Starts an interactive exec: `fds` are the command's stdio (see berth-shim's
+    /// `ExecSpec`); the session's stream stays open for its life.
+    pub fn open_exec(
+        &self,
+        mut spec: berth_shim::ExecSpec,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<berth_shim::Session> {
+        use std::os::fd::AsFd;
+        if spec.cmd.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "container {}: exec: no command",
+                spec.id
+            )));
+        }
+        let (id, pod_id) = self.running_in(&spec.id, "exec")?;
+        spec.id = id.clone();
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        self.shim(&pod_id)
+            .open(&Request::Exec(spec), &borrowed)
+            .map_err(|e| shim_err(&pod_id, &format!("container {id}: exec"), e))
+    }
+
+    /// Attaches to a running container's streams.
+    pub fn open_attach(
+        &self,
+        id: &str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> Result<berth_shim::Session> {
+        let (id, pod_id) = self.running_in(id, "attach")?;
+        self.shim(&pod_id)
+            .open(
+                &Request::Attach {
+                    id: id.clone(),
+                    stdin,
+                    stdout,
+                    stderr,
+                },
+                &[],
+            )
+            .map_err(|e| shim_err(&pod_id, &format!("container {id}: attach"), e))
+    }
+
+    pub fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let (id, pod_id) = self.running_in(id, "reopen log")?;
+        self.shim(&pod_id)
             .call(&Request::ReopenLog { id: id.clone() })
-            .map_err(|e| shim_err(&c.pod_id, &format!("container {id}: reopen log"), e))?;
+            .map_err(|e| shim_err(&pod_id, &format!("container {id}: reopen log"), e))?;
         Ok(())
     }
 

@@ -425,6 +425,20 @@ impl Engine {
         Ok(())
     }
 
+    /// The pod's network namespace (None: the host's), for port-forward; a pod that is not
+    /// ready has none to forward into.
+    pub fn pod_netns(&self, id: &str) -> Result<Option<std::path::PathBuf>> {
+        let id = self.resolve_pod(id)?;
+        let pod = self.pod(&id)?;
+        let p = lock(&pod);
+        if p.state != PodState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod {id}: port-forward: the pod sandbox is not ready"
+            )));
+        }
+        Ok(p.netns.clone())
+    }
+
     /// The ids of the pod's containers.
     pub(super) fn containers_of(&self, pod_id: &str) -> Vec<String> {
         lock(&self.containers)

@@ -223,6 +223,17 @@ impl Berthd {
         self.dir.path().join("state")
     }
 
+    /// Runs an async block on the client's runtime, bounded.
+    pub fn block_on<F: Future>(&self, what: &str, f: F) -> F::Output {
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(CALL_LIMIT, f).await })
+        {
+            Ok(v) => v,
+            Err(_) => panic!("{what}: not done within {CALL_LIMIT:?}"),
+        }
+    }
+
     /// One call, bounded: a hang fails the test with the call's name.
     pub fn call<T, F>(&self, what: &str, f: F) -> Result<T, Status>
     where
