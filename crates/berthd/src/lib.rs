@@ -3,6 +3,7 @@
 //! libberth, their logs and exits), keeps its records in files it reloads at start, and
 //! takes images from berth-engine's store, shared with berthctl. docs/cri.md has the design.
 
+pub mod authority;
 pub mod config;
 pub mod cri;
 pub mod engine;

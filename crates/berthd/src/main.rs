@@ -165,7 +165,11 @@ async fn serve(cfg: Config) -> Result<(), String> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| format!("chmod {}: {e}", socket.display()))?;
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "serving CRI v1");
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    // Every connection passes the authority mender on its way in (src/authority.rs).
+    let incoming = futures_util::StreamExt::map(
+        tokio_stream::wrappers::UnixListenerStream::new(listener),
+        |c| c.map(berthd::authority::normalize),
+    );
     let runtime = RuntimeServiceServer::new(cri.clone())
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);

@@ -891,3 +891,72 @@ fn exec_attach_and_port_forward_through_the_streaming_server() {
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     b.remove_pod(&pod).unwrap();
 }
+
+/// A gRPC client of the kind that sends the socket's path as `:authority` (crictl 1.26,
+/// grpc-java, grpc-python): written frame by frame here, since every maintained Rust
+/// client sends a valid one. h2 alone would answer PROTOCOL_ERROR; berthd answers.
+#[test]
+fn a_client_sending_the_socket_path_as_authority_is_served() {
+    use std::io::{Read, Write};
+    if skip_unless_root("a_client_sending_the_socket_path_as_authority_is_served") {
+        return;
+    }
+    let b = Berthd::start();
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let len = (payload.len() as u32).to_be_bytes();
+        let s = stream.to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags, s[0], s[1], s[2], s[3]];
+        f.extend_from_slice(payload);
+        f
+    };
+    let path = b.socket.to_string_lossy().into_owned();
+    let headers: Vec<(Vec<u8>, Vec<u8>)> = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/runtime.v1.RuntimeService/Version"),
+        (":authority", path.as_str()),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+    .collect();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    out.extend(frame(
+        0x1,
+        0x4,
+        1,
+        &berthd::authority::encode_literals(&headers),
+    ));
+    // VersionRequest { version: "v1" } as a gRPC message.
+    out.extend(frame(0x0, 0x1, 1, &[0, 0, 0, 0, 4, 0x0a, 2, b'v', b'1']));
+    let mut s = std::os::unix::net::UnixStream::connect(&b.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&out).unwrap();
+    let mut dec = loona_hpack::Decoder::new();
+    let mut seen = Vec::new();
+    let mut body = Vec::new();
+    loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).expect("the server's frames");
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut p = vec![0u8; len];
+        s.read_exact(&mut p).unwrap();
+        match head[3] {
+            0x4 if head[4] & 1 == 0 => s.write_all(&frame(0x4, 1, 0, &[])).unwrap(),
+            0x3 | 0x7 => panic!("the server reset the request: frame type {}", head[3]),
+            0x1 => {
+                seen.extend(dec.decode(&p).unwrap());
+                if head[4] & 1 != 0 {
+                    break;
+                }
+            }
+            0x0 => body.extend_from_slice(&p),
+            _ => {}
+        }
+    }
+    let has = |n: &str, v: &str| seen.contains(&(n.as_bytes().to_vec(), v.as_bytes().to_vec()));
+    assert!(has(":status", "200") && has("grpc-status", "0"), "{seen:?}");
+    assert!(body.windows(5).any(|w| w == b"berth"), "{body:?}");
+}
