@@ -136,9 +136,13 @@ fn cap_name(s: &str) -> Option<String> {
     full.parse::<caps::Capability>().ok().map(|c| c.to_string())
 }
 
-/// Every capability this build knows, sorted.
+/// "Every capability": those in berthd's own bounding set, sorted, as containerd and
+/// CRI-O take them. A privileged container cannot hold what its engine lacks (a host
+/// without CAP_SYS_RESOURCE would fail its capset); a capability named on its own is
+/// still passed through, and the runtime says clearly that it cannot be had.
 fn all_caps() -> Vec<String> {
-    let mut v: Vec<String> = caps::all().into_iter().map(|c| c.to_string()).collect();
+    let held = caps::read(None, caps::CapSet::Bounding).unwrap_or_else(|_| caps::all());
+    let mut v: Vec<String> = held.into_iter().map(|c| c.to_string()).collect();
     v.sort();
     v
 }

@@ -257,6 +257,15 @@ fn privileged_needs_a_privileged_pod_and_gets_every_capability() {
     let s = make(&f, &c).unwrap();
     let caps = strings(&s["process"]["capabilities"]["bounding"]);
     assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()), "{caps:?}");
+    // Exactly what this process may hold: a host without CAP_SYS_RESOURCE (this
+    // machine) must not hand it to the container, or its capset fails.
+    let mut held: Vec<String> = caps::read(None, caps::CapSet::Bounding)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect();
+    held.sort();
+    assert_eq!(caps, held);
     assert!(
         s["linux"].get("seccomp").is_none(),
         "privileged: no seccomp"
