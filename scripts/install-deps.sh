@@ -7,7 +7,7 @@ pkgs=(
   lld-19                                       # release link: hot code packed by symbol order
   protobuf-compiler                            # protoc for k8s-cri (the CRI client of the tests)
   busybox-static                               # the built-in test/demo rootfs
-  runc crun                                    # peers for comparison and conformance
+  runc crun runsc                              # peers for comparison and conformance; RuntimeClass handlers
   podman conmon containerd docker.io skopeo umoci uidmap  # real clients driving berth
   docker-registry apache2-utils openssl buildah  # image tests: a local registry, htpasswd, a test CA
   hyperfine time iproute2 procps               # benchmark and test tools

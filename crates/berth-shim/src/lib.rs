@@ -12,6 +12,7 @@
 pub mod crilog;
 pub mod fdpass;
 pub mod protocol;
+pub mod runtime;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -56,22 +57,33 @@ pub enum ShimError {
     Refused(String),
 }
 
-/// Starts the shim of pod `pod` with its directory `dir` and libberth state root
-/// `runtime_root`; returns once it serves its socket (the shim forks away from us and
-/// outlives the caller).
+/// Starts the shim of pod `pod` with its directory `dir`; returns once it serves its
+/// socket (the shim forks away from us and outlives the caller). The pod's containers are
+/// made by libberth in the shim with its state under `runtime_root`, or, given
+/// `oci_binary`, by that OCI runtime (runc, crun, runsc) with `runtime_root` as its
+/// `--root` and the global options given with it.
 pub fn spawn(
     binary: &Path,
     pod: &str,
     dir: &Path,
     runtime_root: &Path,
+    oci_binary: Option<(&Path, &[String])>,
 ) -> Result<Client, ShimError> {
-    let out = Command::new(binary)
-        .arg("--pod")
+    let mut cmd = Command::new(binary);
+    cmd.arg("--pod")
         .arg(pod)
         .arg("--dir")
         .arg(dir)
         .arg("--runtime-root")
-        .arg(runtime_root)
+        .arg(runtime_root);
+    if let Some((b, options)) = oci_binary {
+        cmd.arg("--runtime-binary").arg(b);
+        for o in options {
+            // `=`: an option's value may itself start with '-'.
+            cmd.arg(format!("--runtime-option={o}"));
+        }
+    }
+    let out = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

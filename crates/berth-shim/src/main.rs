@@ -1,4 +1,6 @@
-//! `berth-shim --pod ID --dir DIR --runtime-root ROOT`: the monitor of one pod.
+//! `berth-shim --pod ID --dir DIR --runtime-root ROOT [--runtime-binary PATH
+//! [--runtime-option=OPT]...]`: the monitor of one pod (containers by libberth in process,
+//! or by the OCI runtime binary with those global options).
 //!
 //! It forks twice and returns once the grandchild serves `DIR/shim.sock`; that one is a
 //! session leader and the child subreaper of everything it starts, writes its own log to
@@ -20,12 +22,16 @@ struct Args {
     pod: String,
     dir: PathBuf,
     runtime_root: PathBuf,
+    runtime_binary: Option<PathBuf>,
+    runtime_options: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut pod = None;
     let mut dir = None;
     let mut root = None;
+    let mut binary = None;
+    let mut options = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -33,6 +39,10 @@ fn parse_args() -> Result<Args, String> {
             "--pod" => pod = Some(value()?),
             "--dir" => dir = Some(PathBuf::from(value()?)),
             "--runtime-root" => root = Some(PathBuf::from(value()?)),
+            "--runtime-binary" => binary = Some(PathBuf::from(value()?)),
+            o if o.starts_with("--runtime-option=") => {
+                options.push(o["--runtime-option=".len()..].to_string())
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -40,6 +50,8 @@ fn parse_args() -> Result<Args, String> {
         pod: pod.ok_or("--pod is required")?,
         dir: dir.ok_or("--dir is required")?,
         runtime_root: root.ok_or("--runtime-root is required")?,
+        runtime_binary: binary,
+        runtime_options: options,
     })
 }
 
@@ -102,7 +114,14 @@ fn daemonize(args: &Args) -> Result<(), String> {
 
 /// The shim proper; never returns.
 fn serve(args: &Args, ready: OwnedFd) -> ! {
-    let code = match server::Shim::new(&args.pod, &args.dir, &args.runtime_root) {
+    let code = match server::Shim::new(
+        &args.pod,
+        &args.dir,
+        &args.runtime_root,
+        args.runtime_binary
+            .as_deref()
+            .map(|b| (b, args.runtime_options.as_slice())),
+    ) {
         Ok(mut shim) => {
             let mut w = std::fs::File::from(ready);
             let _ = w.write_all(b"ok");

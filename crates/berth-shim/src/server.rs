@@ -18,6 +18,7 @@ use berth_shim::protocol::{
     ContainerState, CreateSpec, ExecSpec, ExecSyncReply, ExecSyncSpec, Reply, Request, Response,
     Status, EXEC_OUTPUT_LIMIT, FRAME_HEADER,
 };
+use berth_shim::runtime::ContainerRuntime;
 use berth_shim::SOCKET;
 use libberth::process::Stdio;
 use libberth::{ConsoleTarget, CreateOptions, ExecOptions, ProcessOverrides, Runtime};
@@ -164,7 +165,7 @@ struct Conn {
 pub struct Shim {
     pod: String,
     dir: PathBuf,
-    rt: Runtime,
+    rt: ContainerRuntime,
     listener: UnixListener,
     signals: SignalFd,
     conns: Vec<Conn>,
@@ -184,7 +185,12 @@ fn now_ns() -> i64 {
 }
 
 impl Shim {
-    pub fn new(pod: &str, dir: &Path, runtime_root: &Path) -> Result<Shim, String> {
+    pub fn new(
+        pod: &str,
+        dir: &Path,
+        runtime_root: &Path,
+        runtime_binary: Option<(&Path, &[String])>,
+    ) -> Result<Shim, String> {
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only sets a flag on this process.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         let log = fs::OpenOptions::new()
@@ -220,10 +226,18 @@ impl Shim {
         Ok(Shim {
             pod: pod.to_string(),
             dir: dir.to_path_buf(),
-            rt: Runtime {
-                root: runtime_root.to_path_buf(),
-                systemd_cgroup: false,
-                rootless: false,
+            rt: match runtime_binary {
+                None => ContainerRuntime::Builtin(Runtime {
+                    root: runtime_root.to_path_buf(),
+                    systemd_cgroup: false,
+                    rootless: false,
+                }),
+                Some((b, options)) => ContainerRuntime::binary(
+                    b.to_path_buf(),
+                    options.to_vec(),
+                    runtime_root.to_path_buf(),
+                    dir.join("runtime"),
+                ),
             },
             listener,
             signals,
@@ -491,10 +505,10 @@ impl Shim {
             Request::Sandbox(spec) => self.sandbox(&spec),
             Request::Create(spec) => self.create(&spec),
             Request::Start { id } => self.start(&id),
-            Request::Kill { id, signal, all } => self
-                .known(&id)
-                .and_then(|_| self.rt.kill(&id, signal, all).map_err(|e| msg(&id, e)))
-                .map(|()| Reply::Done),
+            Request::Kill { id, signal, all } => match self.known(&id) {
+                Ok(_) => self.rt.kill(&id, signal, all).map(|()| Reply::Done),
+                Err(e) => Err(e),
+            },
             Request::Delete { id, force } => self.delete(&id, force),
             Request::State { id } => self.known(&id).map(|c| Reply::State(c.state.clone())),
             Request::ExecSync(spec) => match self.exec_sync(&spec, stream) {
@@ -606,7 +620,7 @@ impl Shim {
             stdio,
             ..Default::default()
         };
-        let created = self.rt.create(&opts).map_err(|e| msg(&spec.id, e))?;
+        let created = self.rt.create(&opts)?;
         let mut console = None;
         if let Some(master) = created.console_master {
             let _ = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
@@ -646,7 +660,7 @@ impl Shim {
 
     fn start(&mut self, id: &str) -> Result<Reply, String> {
         self.known(id)?;
-        self.rt.start(id).map_err(|e| msg(id, e))?;
+        self.rt.start(id)?;
         let c = self.containers.get_mut(id).expect("known");
         if c.state.status == Status::Created {
             c.state.status = Status::Running;
@@ -662,13 +676,8 @@ impl Shim {
                 "container {id:?}: cannot delete container that is not stopped: running"
             ));
         }
-        match self
-            .rt
-            .delete(id, force || c.state.status == Status::Exited)
-        {
-            Ok(()) | Err(libberth::Error::NotFound(_)) => {}
-            Err(e) => return Err(msg(id, e)),
-        }
+        self.rt
+            .delete(id, force || c.state.status == Status::Exited)?;
         if let Some(mut c) = self.containers.remove(id) {
             flush_outputs(&mut c);
         }
@@ -709,7 +718,7 @@ impl Shim {
             },
         ) {
             Ok(p) => p,
-            Err(e) => return fail(stream, msg(&spec.id, e)),
+            Err(e) => return fail(stream, e),
         };
         let mut stdio = Stdio::default();
         let mut outputs = Vec::new();
@@ -747,7 +756,7 @@ impl Shim {
         };
         let pid = match self.rt.exec(&opts) {
             Ok(e) => e.pid,
-            Err(e) => return fail(stream, msg(&spec.id, e)),
+            Err(e) => return fail(stream, e),
         };
         drop(opts);
         self.execs.push(ExecSession {
@@ -924,7 +933,7 @@ impl Shim {
             },
         ) {
             Ok(p) => p,
-            Err(e) => return Err((stream, msg(id, e))),
+            Err(e) => return Err((stream, e)),
         };
         let null = |flags| {
             nix::fcntl::open(
@@ -966,7 +975,7 @@ impl Shim {
         };
         let execed = match self.rt.exec(&opts) {
             Ok(e) => e,
-            Err(e) => return Err((stream, msg(id, e))),
+            Err(e) => return Err((stream, e)),
         };
         // The process holds its stdio now; the shim keeps no copy.
         drop(opts);
@@ -1126,13 +1135,7 @@ impl Shim {
         else {
             return;
         };
-        let oom = self
-            .rt
-            .saved(&id)
-            .ok()
-            .and_then(|s| s.cgroup)
-            .and_then(|cg| cg.oom_kills().ok().flatten())
-            .is_some_and(|n| n > 0);
+        let oom = self.rt.oom_killed(&id);
         let path = self.exit_file(&id);
         let c = self.containers.get_mut(&id).expect("found");
         c.state.status = Status::Exited;
@@ -1222,10 +1225,6 @@ enum Source {
     ExecOutput(usize, usize),
     Session(usize),
     Attacher(String, usize),
-}
-
-fn msg(id: &str, e: libberth::Error) -> String {
-    format!("container {id:?}: {}", e.chain())
 }
 
 /// A reply line with descriptors attached.

@@ -57,6 +57,7 @@ impl Pod {
             &id,
             &tmp.path().join("pod"),
             &tmp.path().join("runtime"),
+            None,
         )
         .expect("spawn the shim");
         Pod { tmp, id, client }

@@ -13,6 +13,9 @@
 //!
 //! [runtimes.runc]                      # RuntimeClass handlers besides the built-in "berth"
 //! path = "/usr/sbin/runc"
+//! [runtimes.runsc]
+//! path = "/usr/bin/runsc"
+//! options = ["--network=host"]         # global options before each subcommand
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,6 +47,10 @@ pub struct RuntimeHandler {
     pub path: PathBuf,
     /// Its `--root`; default `<run_dir>/runtimes/<name>`.
     pub root: Option<PathBuf>,
+    /// Global options given before every subcommand (runsc's `--network=host`,
+    /// `--platform=ptrace`; runc's `--systemd-cgroup`).
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +161,11 @@ impl Config {
                 return Err(format!(
                     "runtimes.{name}.path {}: must be an absolute path",
                     h.path.display()
+                ));
+            }
+            if let Some(o) = h.options.iter().find(|o| !o.starts_with('-')) {
+                return Err(format!(
+                    "runtimes.{name}.options: {o:?} is not an option (they start with '-')"
                 ));
             }
         }

@@ -11,7 +11,7 @@ use k8s_cri::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The CRI version berthd speaks.
 pub const CRI_VERSION: &str = "v1";
@@ -50,10 +50,6 @@ impl Cri {
         }
         r.map(Response::new).map_err(Status::from)
     }
-}
-
-fn unimplemented(what: &str, why: &str) -> Status {
-    Error::Unimplemented(format!("{what}: {why}")).into()
 }
 
 type EventStream =
@@ -450,11 +446,20 @@ impl RuntimeService for Cri {
                 .to_string(),
             );
         }
-        let handlers = std::iter::once(crate::config::DEFAULT_HANDLER.to_string())
-            .map(|name| RuntimeHandler {
+        // The built-in handler does recursive read-only mounts; what a binary does, berthd
+        // does not know, so it claims nothing for it.
+        let handlers = std::iter::once((crate::config::DEFAULT_HANDLER.to_string(), true))
+            .chain(
+                self.engine
+                    .cfg
+                    .runtimes
+                    .keys()
+                    .map(|name| (name.clone(), false)),
+            )
+            .map(|(name, builtin)| RuntimeHandler {
                 name,
                 features: Some(RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: true,
+                    recursive_read_only_mounts: builtin,
                     user_namespaces: false,
                 }),
             })
@@ -471,12 +476,14 @@ impl RuntimeService for Cri {
 
     async fn checkpoint_container(
         &self,
-        _req: Request<CheckpointContainerRequest>,
+        req: Request<CheckpointContainerRequest>,
     ) -> std::result::Result<Response<CheckpointContainerResponse>, Status> {
-        Err(unimplemented(
-            "CheckpointContainer",
-            "not wired to CRIU yet",
-        ))
+        let r = req.into_inner();
+        self.run("CheckpointContainer", move |e| {
+            e.checkpoint_container(&r.container_id, &r.location)
+                .map(|()| CheckpointContainerResponse {})
+        })
+        .await
     }
 
     type GetContainerEventsStream = EventStream;

@@ -5,7 +5,9 @@
 //! object's lock; the maps are locked only to find or insert an object. Lock order: the
 //! pod's, then its containers'.
 
+mod checkpoint;
 mod container;
+mod handler;
 mod images;
 mod pod;
 mod stats;

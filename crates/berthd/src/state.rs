@@ -82,6 +82,9 @@ pub struct ContainerRecord {
     pub gid: i64,
     #[serde(default)]
     pub supplemental_groups: Vec<i64>,
+    /// Its pod's RuntimeClass handler ("" or "berth": libberth in the shim).
+    #[serde(default)]
+    pub runtime_handler: String,
 }
 
 /// The two record directories.

@@ -94,91 +94,12 @@ struct ExecConfig<'a> {
 }
 
 impl Runtime {
-    /// The container's own process with `o` applied, as runc's exec builds it when no
-    /// --process is given: args replaced, env appended (a key given again wins), user,
-    /// cwd, terminal, extra capabilities added to every set but inheritable (CVE-2022-29162),
-    /// no_new_privs, labels.
+    /// The container's own process with `o` applied ([`apply_overrides`]).
     pub fn exec_process(&self, id: &str, o: &ProcessOverrides) -> Result<Process> {
         let dir = StateDir::open(&self.root, id)?;
         let saved = dir.load()?;
         let spec = dir.config(&saved)?;
-        let mut p = spec.process().clone().unwrap_or_default();
-        if o.args.is_empty() {
-            return Err(Error::Unsupported(
-                "exec needs a command (or --process)".into(),
-            ));
-        }
-        p.set_args(Some(o.args.clone()));
-        let mut env = p.env().clone().unwrap_or_default();
-        for e in &o.env {
-            let key = e.split('=').next().unwrap_or("");
-            env.retain(|x| x.split('=').next() != Some(key));
-            env.push(e.clone());
-        }
-        p.set_env(Some(env));
-        if let Some(cwd) = &o.cwd {
-            p.set_cwd(cwd.clone());
-        }
-        let mut user = p.user().clone();
-        if let Some((uid, gid)) = o.user {
-            user.set_uid(uid);
-            user.set_gid(gid.unwrap_or(0));
-        }
-        if !o.additional_gids.is_empty() {
-            user.set_additional_gids(Some(o.additional_gids.clone()));
-        }
-        p.set_user(user);
-        p.set_terminal(Some(o.terminal));
-        if !o.caps.is_empty() {
-            let extra = o
-                .caps
-                .iter()
-                .map(|name| {
-                    serde_json::from_value::<oci_spec::runtime::Capability>(serde_json::json!(name))
-                        .map_err(|_| {
-                            Error::Unsupported(format!("--cap: unknown capability {name:?}"))
-                        })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let mut caps = p.capabilities().clone().unwrap_or_else(|| {
-                let mut c = LinuxCapabilities::default();
-                c.set_bounding(None);
-                c.set_effective(None);
-                c.set_permitted(None);
-                c.set_inheritable(None);
-                c.set_ambient(None);
-                c
-            });
-            let with_extra = |set: &Option<Capabilities>| {
-                let mut s = set.clone().unwrap_or_default();
-                s.extend(extra.iter().copied());
-                Some(s)
-            };
-            let (b, e, pe, a) = (
-                with_extra(caps.bounding()),
-                with_extra(caps.effective()),
-                with_extra(caps.permitted()),
-                with_extra(caps.ambient()),
-            );
-            caps.set_bounding(b);
-            caps.set_effective(e);
-            caps.set_permitted(pe);
-            // Inheritable stays as the container has it: never granted by --cap
-            // (CVE-2022-29162). Ambient needs inheritable, so an added ambient cap only
-            // takes effect where the container already allows it.
-            caps.set_ambient(a);
-            p.set_capabilities(Some(caps));
-        }
-        if o.no_new_privs {
-            p.set_no_new_privileges(Some(true));
-        }
-        if let Some(a) = &o.apparmor {
-            p.set_apparmor_profile(Some(a.clone()));
-        }
-        if let Some(l) = &o.process_label {
-            p.set_selinux_label(Some(l.clone()));
-        }
-        Ok(p)
+        apply_overrides(spec.process().clone().unwrap_or_default(), o)
     }
 
     /// Starts `o.process` inside the running container `o.id`. Returns once the process is
@@ -660,4 +581,85 @@ fn run_exec_child(chan: &Channel, cfg: &ExecConfig<'_>, ready: &mut bool) -> Res
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .ctx(|| "reset signal mask".into())?;
     process::exec(&exe, args, &env)
+}
+
+/// `p` (a container's own process) with `o` applied, as runc's exec builds it when no
+/// --process is given: args replaced, env appended (a key given again wins), user, cwd,
+/// terminal, extra capabilities added to every set but inheritable (CVE-2022-29162),
+/// no_new_privs, labels.
+pub fn apply_overrides(mut p: Process, o: &ProcessOverrides) -> Result<Process> {
+    if o.args.is_empty() {
+        return Err(Error::Unsupported(
+            "exec needs a command (or --process)".into(),
+        ));
+    }
+    p.set_args(Some(o.args.clone()));
+    let mut env = p.env().clone().unwrap_or_default();
+    for e in &o.env {
+        let key = e.split('=').next().unwrap_or("");
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    p.set_env(Some(env));
+    if let Some(cwd) = &o.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    let mut user = p.user().clone();
+    if let Some((uid, gid)) = o.user {
+        user.set_uid(uid);
+        user.set_gid(gid.unwrap_or(0));
+    }
+    if !o.additional_gids.is_empty() {
+        user.set_additional_gids(Some(o.additional_gids.clone()));
+    }
+    p.set_user(user);
+    p.set_terminal(Some(o.terminal));
+    if !o.caps.is_empty() {
+        let extra = o
+            .caps
+            .iter()
+            .map(|name| {
+                serde_json::from_value::<oci_spec::runtime::Capability>(serde_json::json!(name))
+                    .map_err(|_| Error::Unsupported(format!("--cap: unknown capability {name:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut caps = p.capabilities().clone().unwrap_or_else(|| {
+            let mut c = LinuxCapabilities::default();
+            c.set_bounding(None);
+            c.set_effective(None);
+            c.set_permitted(None);
+            c.set_inheritable(None);
+            c.set_ambient(None);
+            c
+        });
+        let with_extra = |set: &Option<Capabilities>| {
+            let mut s = set.clone().unwrap_or_default();
+            s.extend(extra.iter().copied());
+            Some(s)
+        };
+        let (b, e, pe, a) = (
+            with_extra(caps.bounding()),
+            with_extra(caps.effective()),
+            with_extra(caps.permitted()),
+            with_extra(caps.ambient()),
+        );
+        caps.set_bounding(b);
+        caps.set_effective(e);
+        caps.set_permitted(pe);
+        // Inheritable stays as the container has it: never granted by --cap
+        // (CVE-2022-29162). Ambient needs inheritable, so an added ambient cap only
+        // takes effect where the container already allows it.
+        caps.set_ambient(a);
+        p.set_capabilities(Some(caps));
+    }
+    if o.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if let Some(a) = &o.apparmor {
+        p.set_apparmor_profile(Some(a.clone()));
+    }
+    if let Some(l) = &o.process_label {
+        p.set_selinux_label(Some(l.clone()));
+    }
+    Ok(p)
 }

@@ -34,5 +34,5 @@ pub mod state;
 pub use berth_seccomp::libseccomp_version;
 pub use container::{ConsoleTarget, CreateOptions, Created, Runtime};
 pub use error::{Error, Result};
-pub use exec::{ExecOptions, Execed, ProcessOverrides};
+pub use exec::{apply_overrides, ExecOptions, Execed, ProcessOverrides};
 pub use state::Status;

@@ -217,6 +217,9 @@ impl Engine {
             cgroups_path,
         })?;
         berth_image::runconfig::retain_known_syscalls(&mut oci, libseccomp_knows);
+        if self.oci_binary(&pod.runtime_handler).is_some() {
+            for_binary(&mut oci);
+        }
         let user = &oci["process"]["user"];
         let uid = user["uid"].as_i64().unwrap_or(0);
         let gid = user["gid"].as_i64().unwrap_or(0);
@@ -258,6 +261,7 @@ impl Engine {
             uid,
             gid,
             supplemental_groups: groups,
+            runtime_handler: pod.runtime_handler.clone(),
             config,
         };
         self.state.save_container(&record)?;
@@ -568,7 +572,7 @@ impl Engine {
     }
 
     /// The pod of a running container, for a session with its shim.
-    fn running_in(&self, id: &str, what: &str) -> Result<(String, String)> {
+    pub(super) fn running_in(&self, id: &str, what: &str) -> Result<(String, String)> {
         let id = self.resolve_container(id)?;
         let c = self.container(&id)?;
         let mut c = lock(&c);
@@ -652,18 +656,42 @@ impl Engine {
         let res: oci_spec::runtime::LinuxResources =
             serde_json::from_value(spec::resources(Some(r)))
                 .map_err(|e| Error::InvalidArgument(format!("container {id}: resources: {e}")))?;
-        let rt = libberth::Runtime {
-            root: self.runtime_root.clone(),
-            systemd_cgroup: false,
-            rootless: false,
-        };
-        rt.update(&id, &res)
-            .map_err(|e| Error::Internal(format!("container {id}: update: {}", e.chain())))?;
+        match self.oci_binary(&c.runtime_handler) {
+            None => {
+                let rt = libberth::Runtime {
+                    root: self.runtime_root.clone(),
+                    systemd_cgroup: false,
+                    rootless: false,
+                };
+                rt.update(&id, &res).map_err(|e| {
+                    Error::Internal(format!("container {id}: update: {}", e.chain()))
+                })?;
+            }
+            Some(bin) => {
+                let json = serde_json::to_vec(&res)
+                    .map_err(|e| Error::Internal(format!("container {id}: resources: {e}")))?;
+                bin.run(&id, &["update", "--resources", "-", &id], &json)?;
+            }
+        }
         if let Some(l) = c.config.linux.as_mut() {
             l.resources = Some(r.clone());
         }
         self.state.save_container(&c)?;
         Ok(())
+    }
+}
+
+/// A config for an OCI runtime binary, whose pod's sandbox it did not make:
+/// - the version says 1.0.2 (crun 1.8 refuses any other; the fields used are older than
+///   the version berthd writes for itself, or ignored where unknown);
+/// - no container-type/sandbox-id annotations: runtimes that group a pod's containers by
+///   them (runsc, kata) would look for a sandbox of theirs that berthd's built-in pause is
+///   not, so each container is a sandbox of its own in the pod's namespaces.
+fn for_binary(oci: &mut serde_json::Value) {
+    oci["ociVersion"] = "1.0.2-dev".into();
+    if let Some(a) = oci["annotations"].as_object_mut() {
+        a.remove("io.kubernetes.cri.container-type");
+        a.remove("io.kubernetes.cri.sandbox-id");
     }
 }
 

@@ -164,21 +164,17 @@ fn pod_network(id: &str, netns: &Path, c: &PodSandboxConfig) -> Result<berth_cni
 impl Engine {
     pub fn run_pod_sandbox(&self, config: PodSandboxConfig, handler: &str) -> Result<String> {
         validate(&config)?;
-        if !(handler.is_empty() || handler == DEFAULT_HANDLER) {
-            return Err(if self.cfg.runtimes.contains_key(handler) {
-                Error::Unimplemented(format!(
-                    "runtime handler {handler:?}: OCI runtime binaries as handlers are not \
-                     supported yet; only {DEFAULT_HANDLER:?} runs pods"
-                ))
-            } else {
-                Error::InvalidArgument(format!(
-                    "runtime handler {handler:?} is not configured (known: {})",
-                    std::iter::once(DEFAULT_HANDLER)
-                        .chain(self.cfg.runtimes.keys().map(String::as_str))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            });
+        let known = handler.is_empty()
+            || handler == DEFAULT_HANDLER
+            || self.cfg.runtimes.contains_key(handler);
+        if !known {
+            return Err(Error::InvalidArgument(format!(
+                "runtime handler {handler:?} is not configured (known: {})",
+                std::iter::once(DEFAULT_HANDLER)
+                    .chain(self.cfg.runtimes.keys().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
         let name = reserved_name(&config);
         // A kubelet retrying after a timeout gets the sandbox it asked for.
@@ -292,8 +288,16 @@ impl Engine {
             self.state.save_pod(&record)?;
         }
         undo.shim = true;
-        let client = berth_shim::spawn(&self.shim_bin, id, &paths.run, &self.runtime_root)
-            .map_err(|e| Error::Internal(format!("pod {id}: {e}")))?;
+        let oci = self.oci_binary(handler);
+        let client = berth_shim::spawn(
+            &self.shim_bin,
+            id,
+            &paths.run,
+            oci.as_ref().map_or(&self.runtime_root, |b| &b.root),
+            oci.as_ref()
+                .map(|b| (b.path.as_path(), b.options.as_slice())),
+        )
+        .map_err(|e| Error::Internal(format!("pod {id}: {e}")))?;
         let spec = SandboxSpec {
             netns: record.netns.clone(),
             net: false,

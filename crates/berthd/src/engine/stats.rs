@@ -69,11 +69,17 @@ pub fn memory_usage(m: &berth_cgroups::stats::Memory, at: i64) -> MemoryUsage {
 }
 
 impl Engine {
-    fn runtime(&self) -> libberth::Runtime {
-        libberth::Runtime {
-            root: self.runtime_root.clone(),
-            systemd_cgroup: false,
-            rootless: false,
+    /// A sample of container `id`'s cgroup, from libberth's state or the handler's binary.
+    fn cgroup_stats(&self, id: &str, handler: &str) -> Option<libberth::events::Stats> {
+        match self.oci_binary(handler) {
+            Some(bin) => bin.stats(id).ok(),
+            None => libberth::Runtime {
+                root: self.runtime_root.clone(),
+                systemd_cgroup: false,
+                rootless: false,
+            }
+            .stats(id)
+            .ok(),
         }
     }
 
@@ -91,7 +97,7 @@ impl Engine {
             ..Default::default()
         };
         if matches!(c.state, ContainerState::Created | ContainerState::Running) {
-            if let Ok(s) = self.runtime().stats(&c.id) {
+            if let Some(s) = self.cgroup_stats(&c.id, &c.runtime_handler) {
                 let total = s.cpu.usage.total;
                 let nano_cores = {
                     let mut prev = lock(&self.cpu_samples.0);
@@ -147,13 +153,14 @@ impl Engine {
     pub fn pod_sandbox_stats(&self, id: &str) -> Result<PodSandboxStats> {
         let id = self.resolve_pod(id)?;
         let pod = self.pod(&id)?;
-        let (meta, labels, annotations, pause) = {
+        let (meta, labels, annotations, pause, handler) = {
             let p = lock(&pod);
             (
                 p.config.metadata.clone(),
                 p.config.labels.clone(),
                 p.config.annotations.clone(),
                 p.pause_pid,
+                p.runtime_handler.clone(),
             )
         };
         let at = now_ns();
@@ -203,7 +210,7 @@ impl Engine {
         let processes: u64 = containers
             .iter()
             .filter_map(|s| s.attributes.as_ref())
-            .filter_map(|a| self.runtime().stats(&a.id).ok())
+            .filter_map(|a| self.cgroup_stats(&a.id, &handler))
             .map(|s| s.pids.current)
             .sum();
         Ok(PodSandboxStats {

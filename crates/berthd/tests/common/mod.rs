@@ -58,16 +58,25 @@ pub struct Berthd {
 
 impl Berthd {
     pub fn start() -> Berthd {
-        Berthd::start_with(false, |_| None)
+        Berthd::start_with(false, |_| None, "")
+    }
+
+    /// berthd with `extra` appended to its config file (TOML: e.g. `[runtimes.runc]`).
+    pub fn start_with_config(extra: &str) -> Berthd {
+        Berthd::start_with(false, |_| None, extra)
     }
 
     /// berthd in a network namespace of its own, with the network `conflist(dir)` gives
     /// (`dir`: the test's directory, for plugin state).
     pub fn start_private_net(conflist: impl FnOnce(&Path) -> String) -> Berthd {
-        Berthd::start_with(true, |d| Some(conflist(d)))
+        Berthd::start_with(true, |d| Some(conflist(d)), "")
     }
 
-    fn start_with(private_net: bool, conflist: impl FnOnce(&Path) -> Option<String>) -> Berthd {
+    fn start_with(
+        private_net: bool,
+        conflist: impl FnOnce(&Path) -> Option<String>,
+        extra: &str,
+    ) -> Berthd {
         let dir = tempfile::Builder::new()
             .prefix("berthd-test-")
             .tempdir()
@@ -95,7 +104,7 @@ impl Berthd {
             dir.path().join("plugins"),
         );
         fs::create_dir_all(dir.path().join("plugins")).unwrap();
-        fs::write(dir.path().join("berthd.toml"), config).unwrap();
+        fs::write(dir.path().join("berthd.toml"), config + extra).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
