@@ -1306,3 +1306,60 @@ fn oci_runtime_binaries_serve_as_runtime_handlers() {
     assert!(err.message().contains("\"kata\""), "{err:?}");
     assert!(b.pods().is_empty());
 }
+
+#[test]
+fn reopen_container_log_after_a_rename_loses_no_line() {
+    if skip_unless_root("reopen_container_log_after_a_rename_loses_no_line") {
+        return;
+    }
+    let b = Berthd::start();
+    let logs = b.dir.path().join("logs");
+    let pc = pod_config("rotate", &logs);
+    let pod = b.run_pod(&pc).unwrap();
+    let cc = container_config("count", "i=0; while true; do i=$((i+1)); echo $i; done");
+    let ctr = b.create(&pod, &cc, &pc).unwrap();
+    b.start_ctr(&ctr).unwrap();
+    let log = logs.join("count/0.log");
+    wait_for("the first lines", || {
+        (log_texts(&log).len() > 10).then_some(())
+    });
+    // The kubelet's rotation: rename, then ReopenContainerLog.
+    let rotated = logs.join("count/0.log.20261207-000000");
+    fs::rename(&log, &rotated).unwrap();
+    let mut rs = b.rs.clone();
+    b.call(
+        "ReopenContainerLog",
+        rs.reopen_container_log(ReopenContainerLogRequest {
+            container_id: ctr.clone(),
+        }),
+    )
+    .unwrap();
+    wait_for("lines in the new log", || {
+        (log_texts(&log).len() > 1000).then_some(())
+    });
+    b.stop_ctr(&ctr, 0).unwrap();
+    b.wait_state(&ctr, ContainerState::ContainerExited);
+    let (old, new) = (log_texts(&rotated), log_texts(&log));
+    assert!(!old.is_empty() && !new.is_empty());
+    let numbers: Vec<u64> = old
+        .into_iter()
+        .chain(new)
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
+    assert!(
+        numbers == expected,
+        "a line was lost or repeated across the reopen"
+    );
+    // A stopped container's log cannot be reopened.
+    let err = b
+        .call(
+            "ReopenContainerLog",
+            rs.reopen_container_log(ReopenContainerLogRequest {
+                container_id: ctr.clone(),
+            }),
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    b.remove_pod(&pod).unwrap();
+}
