@@ -1363,3 +1363,116 @@ fn reopen_container_log_after_a_rename_loses_no_line() {
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     b.remove_pod(&pod).unwrap();
 }
+
+#[test]
+fn events_pod_stats_resource_updates_and_runtime_config() {
+    const TEST: &str = "events_pod_stats_resource_updates_and_runtime_config";
+    if skip_unless_root(TEST) {
+        return;
+    }
+    let b = Berthd::start();
+    let mut rs = b.rs.clone();
+    b.call(
+        "UpdateRuntimeConfig",
+        rs.update_runtime_config(UpdateRuntimeConfigRequest {
+            runtime_config: Some(RuntimeConfig {
+                network_config: Some(NetworkConfig {
+                    pod_cidr: "10.244.0.0/24".into(),
+                }),
+            }),
+        }),
+    )
+    .unwrap();
+    let mut events = b
+        .call(
+            "GetContainerEvents",
+            rs.get_container_events(GetEventsRequest {}),
+        )
+        .unwrap();
+    let logs = b.dir.path().join("logs");
+    let pc = pod_config("events", &logs);
+    let pod = b.run_pod(&pc).unwrap();
+    let ctr = b
+        .create(&pod, &container_config("app", "exec sleep 1000"), &pc)
+        .unwrap();
+    b.start_ctr(&ctr).unwrap();
+
+    // Resources change while it runs: the memory limit as the container's cgroup has it.
+    let limit = 96 << 20;
+    b.call(
+        "UpdateContainerResources",
+        rs.update_container_resources(UpdateContainerResourcesRequest {
+            container_id: ctr.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: limit,
+                cpu_period: 100_000,
+                cpu_quota: 50_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let r = b
+        .exec_sync(
+            &ctr,
+            &[
+                "sh",
+                "-c",
+                "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+            ],
+            10,
+        )
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        limit.to_string(),
+        "{r:?}"
+    );
+    // The update leaves the device rules alone: /dev/null stays writable.
+    let r = b
+        .exec_sync(&ctr, &["sh", "-c", "echo x > /dev/null"], 10)
+        .unwrap();
+    assert_eq!(r.exit_code, 0, "{r:?}");
+
+    let stats = b
+        .call(
+            "ListPodSandboxStats",
+            rs.list_pod_sandbox_stats(ListPodSandboxStatsRequest {
+                filter: Some(PodSandboxStatsFilter {
+                    id: pod.clone(),
+                    ..Default::default()
+                }),
+            }),
+        )
+        .unwrap()
+        .stats;
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].attributes.as_ref().unwrap().id, pod);
+    assert_eq!(stats[0].linux.as_ref().unwrap().containers.len(), 1);
+
+    b.stop_ctr(&ctr, 0).unwrap();
+    b.remove_ctr(&ctr).unwrap();
+    // The kubelet's PLEG stream saw each step, in order.
+    let seen = b.block_on("container events", async {
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            match tokio::time::timeout(CALL_LIMIT, events.message()).await {
+                Ok(Ok(Some(e))) if e.container_id == ctr => seen.push(e.container_event_type),
+                Ok(Ok(Some(_))) => {}
+                other => panic!("events ended early after {seen:?}: {other:?}"),
+            }
+        }
+        seen
+    });
+    assert_eq!(
+        seen,
+        [
+            ContainerEventType::ContainerCreatedEvent as i32,
+            ContainerEventType::ContainerStartedEvent as i32,
+            ContainerEventType::ContainerStoppedEvent as i32,
+            ContainerEventType::ContainerDeletedEvent as i32,
+        ]
+    );
+    b.remove_pod(&pod).unwrap();
+}

@@ -653,9 +653,14 @@ impl Engine {
         let Some(r) = r else {
             return Ok(());
         };
-        let res: oci_spec::runtime::LinuxResources =
-            serde_json::from_value(spec::resources(Some(r)))
-                .map_err(|e| Error::InvalidArgument(format!("container {id}: resources: {e}")))?;
+        // The device rules stay as the container was made with: the section starts with
+        // "deny all", and written alone it would take /dev/null from a running container.
+        let mut v = spec::resources(Some(r));
+        if let Some(o) = v.as_object_mut() {
+            o.remove("devices");
+        }
+        let res: oci_spec::runtime::LinuxResources = serde_json::from_value(v)
+            .map_err(|e| Error::InvalidArgument(format!("container {id}: resources: {e}")))?;
         match self.oci_binary(&c.runtime_handler) {
             None => {
                 let rt = libberth::Runtime {
