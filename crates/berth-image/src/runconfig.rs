@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use crate::passwd::ResolvedUser;
 
 mod seccomp;
-pub use seccomp::{default_seccomp, retain_known_syscalls, SECCOMP_ALLOW, SECCOMP_DENY};
+pub use seccomp::{
+    default_seccomp, default_seccomp_for, retain_known_syscalls, SECCOMP_ALLOW, SECCOMP_DENY,
+};
 
 /// The capabilities a container gets by default (podman's set).
 pub const DEFAULT_CAPS: &[&str] = &[

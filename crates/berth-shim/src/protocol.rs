@@ -33,6 +33,10 @@ pub struct CreateSpec {
     pub tty: bool,
     /// Whether its stdin stays open for attach (else /dev/null).
     pub stdin: bool,
+    /// Its stdin closes when the first attach that takes it lets go (CRI `stdin_once`):
+    /// the shim hands that attach its only copy.
+    #[serde(default)]
+    pub stdin_once: bool,
 }
 
 /// A command run in a container to its end (CRI ExecSync).

@@ -120,6 +120,8 @@ struct Container {
     outputs: Vec<Output>,
     /// The write side of its stdin, held open for attach.
     stdin: Option<OwnedFd>,
+    /// The first attach takes `stdin` itself (CRI `stdin_once`).
+    stdin_once: bool,
     tty: bool,
     /// A copy of its pty master (its stdin, and where its terminal size is set).
     console: Option<OwnedFd>,
@@ -650,6 +652,7 @@ impl Shim {
                 log,
                 outputs,
                 stdin: stdin_w,
+                stdin_once: spec.stdin_once,
                 tty: spec.tty,
                 console,
                 attachers: Vec::new(),
@@ -1009,11 +1012,23 @@ impl Shim {
                 ))
             }
         };
-        let input = if c.tty {
-            c.console.as_ref()
+        let dup = if c.tty {
+            c.console.as_ref().map(nix::unistd::dup).transpose()
+        } else if stdin && c.stdin_once && c.stdin.is_some() {
+            // The attach gets the only copy: when it lets go, the container reads EOF.
+            Ok(c.stdin.take())
         } else if stdin {
             match &c.stdin {
-                Some(w) => Some(w),
+                Some(w) => nix::unistd::dup(w).map(Some),
+                None if c.stdin_once => {
+                    return Err((
+                        stream,
+                        format!(
+                            "container {id:?}: attach: its stdin was closed after its first \
+                             attach (stdinOnce)"
+                        ),
+                    ))
+                }
                 None => {
                     return Err((
                         stream,
@@ -1022,9 +1037,9 @@ impl Shim {
                 }
             }
         } else {
-            None
+            Ok(None)
         };
-        let dup = match input.map(nix::unistd::dup).transpose() {
+        let dup = match dup {
             Ok(d) => d,
             Err(e) => return Err((stream, format!("container {id:?}: attach: dup: {e}"))),
         };

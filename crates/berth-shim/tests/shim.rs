@@ -129,6 +129,7 @@ impl Pod {
             log_path: log.map(Path::to_path_buf),
             tty,
             stdin,
+            stdin_once: false,
         })) {
             Reply::Created { pid } => pid,
             other => panic!("create {name}: {other:?}"),
@@ -600,6 +601,7 @@ fn bad_arguments_and_bad_bundles_are_named() {
             log_path: None,
             tty: false,
             stdin: false,
+            stdin_once: false,
         }))
         .unwrap_err()
         .to_string();
@@ -617,6 +619,7 @@ fn bad_arguments_and_bad_bundles_are_named() {
             log_path: Some(pod.tmp.path().join("no/such/dir/c.log")),
             tty: false,
             stdin: false,
+            stdin_once: false,
         }))
         .unwrap_err()
         .to_string();

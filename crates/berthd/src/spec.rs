@@ -12,7 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use berth_image::passwd::resolve_user;
-use berth_image::runconfig::{default_mounts, default_seccomp, MASKED_PATHS};
+use berth_image::runconfig::{default_mounts, default_seccomp_for, MASKED_PATHS};
 use k8s_cri::v1::security_profile::ProfileType;
 use k8s_cri::v1::{
     ContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, MountPropagation,
@@ -187,12 +187,14 @@ pub fn capabilities(
 }
 
 /// The seccomp section for `profile` (None: unconfined, the CRI's default), with the
-/// deprecated path form as a fallback.
+/// deprecated path form as a fallback. The built-in profile grants what `caps` (the
+/// container's capabilities) allow, as docker's and containerd's do.
 pub fn seccomp(
     id: &str,
     name: &str,
     profile: Option<&SecurityProfile>,
     deprecated_path: &str,
+    caps: &[String],
 ) -> Result<Option<Value>> {
     let load = |path: &str| -> Result<Option<Value>> {
         if !path.starts_with('/') {
@@ -212,7 +214,7 @@ pub fn seccomp(
     };
     if let Some(p) = profile {
         return match ProfileType::try_from(p.profile_type) {
-            Ok(ProfileType::RuntimeDefault) => Ok(Some(default_seccomp())),
+            Ok(ProfileType::RuntimeDefault) => Ok(Some(default_seccomp_for(caps))),
             Ok(ProfileType::Unconfined) => Ok(None),
             Ok(ProfileType::Localhost) => load(&p.localhost_ref),
             Err(_) => Err(invalid(
@@ -224,7 +226,7 @@ pub fn seccomp(
     }
     match deprecated_path {
         "" | "unconfined" => Ok(None),
-        "runtime/default" | "docker/default" => Ok(Some(default_seccomp())),
+        "runtime/default" | "docker/default" => Ok(Some(default_seccomp_for(caps))),
         p => match p.strip_prefix("localhost/") {
             Some(path) => load(path),
             None => Err(invalid(id, name, format!("seccomp profile {p:?}: unknown"))),
@@ -530,6 +532,18 @@ pub fn container_spec(i: &Input<'_>) -> Result<Value> {
     if !devices.is_empty() {
         linux["devices"] = json!(devices);
     }
+    // A bidirectional mount only propagates back if the root stays a peer of the host's
+    // mounts (rshared); a host-to-container one needs the root a slave, not private.
+    let propagation: Vec<_> = c
+        .mounts
+        .iter()
+        .filter_map(|m| MountPropagation::try_from(m.propagation).ok())
+        .collect();
+    if propagation.contains(&MountPropagation::PropagationBidirectional) {
+        linux["rootfsPropagation"] = json!("rshared");
+    } else if propagation.contains(&MountPropagation::PropagationHostToContainer) {
+        linux["rootfsPropagation"] = json!("rslave");
+    }
     if !privileged {
         let masked = sc
             .map(|s| s.masked_paths.clone())
@@ -547,6 +561,7 @@ pub fn container_spec(i: &Input<'_>) -> Result<Value> {
             sc.and_then(|s| s.seccomp.as_ref()),
             #[allow(deprecated)]
             sc.map(|s| s.seccomp_profile_path.as_str()).unwrap_or(""),
+            &caps,
         )? {
             linux["seccomp"] = s;
         }

@@ -936,6 +936,35 @@ fn exec_attach_and_port_forward_through_the_streaming_server() {
     });
     assert!(echoed.contains("got:ping"), "{echoed:?}");
 
+    // stdin_once: when the first attach closes its stdin, the container reads EOF.
+    let mut once = container_config("once", "cat; echo stdin-closed");
+    once.stdin = true;
+    once.stdin_once = true;
+    let once = b.create(&pod, &once, &pc).unwrap();
+    b.start_ctr(&once).unwrap();
+    let url = b
+        .call(
+            "Attach",
+            rs.attach(AttachRequest {
+                container_id: once.clone(),
+                stdin: true,
+                tty: false,
+                stdout: true,
+                stderr: false,
+            }),
+        )
+        .unwrap()
+        .url;
+    let out = b.block_on("attach, stdin once", async {
+        let mut s = ws::connect(&url, "v5.channel.k8s.io").await;
+        ws::send(&mut s, 0, b"ping\n").await;
+        ws::send(&mut s, 255, &[0]).await; // v5: stdin is done
+        ws::until(&mut s, 1, "stdin-closed").await
+    });
+    assert!(out.contains("ping\nstdin-closed"), "{out:?}");
+    let st = b.wait_state(&once, ContainerState::ContainerExited);
+    assert_eq!(st.exit_code, 0, "{st:?}");
+
     // Port-forward: the pod's own 127.0.0.1:8080, inside its network namespace.
     let url = b
         .call(
@@ -1155,6 +1184,34 @@ fn security_contexts_privileged_capabilities_and_seccomp() {
         },
     );
     let r = sethostname(&blocked);
+    assert_ne!(r.exit_code, 0, "{r:?}");
+    // The built-in profile grants what a capability allows, as docker's does: with
+    // SYS_ADMIN added, sethostname passes it.
+    let runtime_default = Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    });
+    let default_admin = run(
+        "default-admin",
+        LinuxContainerSecurityContext {
+            capabilities: Some(Capability {
+                add_capabilities: vec!["SYS_ADMIN".into()],
+                ..Default::default()
+            }),
+            seccomp: runtime_default.clone(),
+            ..Default::default()
+        },
+    );
+    let r = sethostname(&default_admin);
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    let default_plain = run(
+        "default-plain",
+        LinuxContainerSecurityContext {
+            seccomp: runtime_default,
+            ..Default::default()
+        },
+    );
+    let r = sethostname(&default_plain);
     assert_ne!(r.exit_code, 0, "{r:?}");
     // Default capabilities hold no SYS_ADMIN: the call is refused by the kernel.
     let plain = run("plain", LinuxContainerSecurityContext::default());
@@ -1475,4 +1532,107 @@ fn events_pod_stats_resource_updates_and_runtime_config() {
         ]
     );
     b.remove_pod(&pod).unwrap();
+}
+
+#[test]
+fn mount_propagation_both_ways_and_host_to_container() {
+    if skip_unless_root("mount_propagation_both_ways_and_host_to_container") {
+        return;
+    }
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let b = Berthd::start();
+    let logs = b.dir.path().join("logs");
+    let mut pc = pod_config("propagation", &logs);
+    pc.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .privileged = true;
+    let pod = b.run_pod(&pc).unwrap();
+    let mut cases = Vec::new();
+    for (name, flag, prop) in [
+        (
+            "shared",
+            MsFlags::MS_SHARED,
+            MountPropagation::PropagationBidirectional,
+        ),
+        (
+            "slave",
+            MsFlags::MS_SHARED,
+            MountPropagation::PropagationHostToContainer,
+        ),
+    ] {
+        // As the kubelet's volume: a bind of itself with the propagation set.
+        let src = b.dir.path().join(format!("vol-{name}"));
+        fs::create_dir_all(src.join("from-host")).unwrap();
+        mount(
+            Some(&src),
+            &src,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .unwrap();
+        mount(
+            None::<&str>,
+            &src,
+            None::<&str>,
+            flag | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .unwrap();
+        let mut cc = container_config(name, "exec sleep 1000");
+        cc.mounts = vec![Mount {
+            container_path: src.display().to_string(),
+            host_path: src.display().to_string(),
+            propagation: prop as i32,
+            ..Default::default()
+        }];
+        cc.linux = Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                privileged: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let ctr = b.create(&pod, &cc, &pc).unwrap();
+        b.start_ctr(&ctr).unwrap();
+        cases.push((name, src, ctr));
+    }
+    for (name, src, ctr) in &cases {
+        // Host to container: a mount made on the host after the start shows inside.
+        let tmp = src.join("from-host");
+        mount(
+            Some("tmpfs"),
+            &tmp,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        fs::write(tmp.join("flag"), "host").unwrap();
+        let r = b
+            .exec_sync(ctr, &["cat", &tmp.join("flag").display().to_string()], 10)
+            .unwrap();
+        assert_eq!(r.stdout, b"host", "{name}: {r:?}");
+        // Container to host: only the bidirectional mount carries it back.
+        let inner = src.join("from-container");
+        let script = format!("mkdir -p {0} && mount --bind /etc {0}", inner.display());
+        let r = b.exec_sync(ctr, &["sh", "-c", &script], 10).unwrap();
+        assert_eq!(r.exit_code, 0, "{name}: {r:?}");
+        let seen = inner.join("passwd").exists();
+        assert_eq!(
+            seen,
+            *name == "shared",
+            "{name}: the container's mount on the host"
+        );
+        let _ = umount2(&inner, MntFlags::MNT_DETACH);
+        let _ = umount2(&tmp, MntFlags::MNT_DETACH);
+    }
+    b.remove_pod(&pod).unwrap();
+    for (_, src, _) in &cases {
+        umount2(src, MntFlags::MNT_DETACH).unwrap();
+    }
 }

@@ -475,31 +475,115 @@ const CLONE_NS_FLAGS: &[u64] = &[
     0x4000_0000,
 ];
 
-/// The default seccomp profile: [`SECCOMP_ALLOW`] allowed, [`SECCOMP_DENY`] refused with
-/// EPERM, anything else refused with ENOSYS; `clone` allowed without namespace flags (with
-/// one, EPERM), `clone3` ENOSYS (its flags are in memory seccomp cannot read, and libc
-/// falls back to `clone`), `personality` only with the values in [`PERSONALITIES`].
+/// Calls of [`SECCOMP_DENY`] that a capability grants, as docker's and containerd's default
+/// profiles grant them: a container given CAP_SYS_ADMIN may set its host name, one given
+/// CAP_SYS_PTRACE may ptrace.
+const GRANTED_BY: &[(&str, &[&str])] = &[
+    ("CAP_DAC_READ_SEARCH", &["open_by_handle_at"]),
+    (
+        "CAP_SYS_ADMIN",
+        &[
+            "bpf",
+            "fanotify_init",
+            "fsconfig",
+            "fsmount",
+            "fsopen",
+            "fspick",
+            "lookup_dcookie",
+            "mount",
+            "mount_setattr",
+            "move_mount",
+            "name_to_handle_at",
+            "open_tree",
+            "perf_event_open",
+            "quotactl",
+            "quotactl_fd",
+            "setdomainname",
+            "sethostname",
+            "setns",
+            "syslog",
+            "umount",
+            "umount2",
+            "unshare",
+        ],
+    ),
+    ("CAP_SYS_BOOT", &["reboot"]),
+    (
+        "CAP_SYS_MODULE",
+        &["delete_module", "init_module", "finit_module"],
+    ),
+    ("CAP_SYS_PACCT", &["acct"]),
+    (
+        "CAP_SYS_PTRACE",
+        &["kcmp", "process_vm_readv", "process_vm_writev", "ptrace"],
+    ),
+    ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
+    (
+        "CAP_SYS_TIME",
+        &["settimeofday", "stime", "clock_settime", "clock_adjtime"],
+    ),
+    ("CAP_SYS_TTY_CONFIG", &["vhangup"]),
+    ("CAP_SYSLOG", &["syslog"]),
+    ("CAP_BPF", &["bpf"]),
+    ("CAP_PERFMON", &["perf_event_open"]),
+];
+
+/// The default seccomp profile for a process without extra capabilities (see
+/// [`default_seccomp_for`]).
 pub fn default_seccomp() -> Value {
+    default_seccomp_for(&[])
+}
+
+/// The default seccomp profile for a process holding `caps` (`CAP_*` names):
+/// [`SECCOMP_ALLOW`] allowed, [`SECCOMP_DENY`] refused with EPERM but for what a held
+/// capability grants ([`GRANTED_BY`]), anything else refused with ENOSYS; `clone` allowed
+/// without namespace flags (with one, EPERM; with CAP_SYS_ADMIN, any flags), `clone3` ENOSYS
+/// (its flags are in memory seccomp cannot read, and libc falls back to `clone`),
+/// `personality` only with the values in [`PERSONALITIES`].
+pub fn default_seccomp_for(caps: &[String]) -> Value {
+    let held = |c: &str| caps.iter().any(|h| h == c);
+    let granted: Vec<&str> = GRANTED_BY
+        .iter()
+        .filter(|(c, _)| held(c))
+        .flat_map(|(_, calls)| calls.iter().copied())
+        .collect();
+    let sys_admin = held("CAP_SYS_ADMIN");
     let arch = match std::env::consts::ARCH {
         "x86_64" => json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]),
         "aarch64" => json!(["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]),
         _ => json!([]),
     };
     let ns_mask = CLONE_NS_FLAGS.iter().fold(0u64, |m, f| m | f);
+    let mut allow: Vec<&str> = SECCOMP_ALLOW.to_vec();
+    allow.extend(
+        granted
+            .iter()
+            .filter(|g| !allow.contains(g))
+            .collect::<Vec<_>>(),
+    );
+    let deny: Vec<&str> = SECCOMP_DENY
+        .iter()
+        .copied()
+        .filter(|d| !granted.contains(d))
+        .collect();
     let mut syscalls = vec![
-        json!({"names": SECCOMP_ALLOW, "action": "SCMP_ACT_ALLOW"}),
-        json!({"names": SECCOMP_DENY, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}),
+        json!({"names": allow, "action": "SCMP_ACT_ALLOW"}),
+        json!({"names": deny, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}),
         json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}),
-        // clone without any namespace flag: flags & mask == 0.
-        json!({"names": ["clone"], "action": "SCMP_ACT_ALLOW",
-            "args": [{"index": 0, "value": ns_mask, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]}),
     ];
-    // With one (the rules of one call are OR'ed): flags & F == F refuses.
-    for f in CLONE_NS_FLAGS {
-        syscalls.push(
-            json!({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
-            "args": [{"index": 0, "value": f, "valueTwo": f, "op": "SCMP_CMP_MASKED_EQ"}]}),
-        );
+    if sys_admin {
+        syscalls.push(json!({"names": ["clone"], "action": "SCMP_ACT_ALLOW"}));
+    } else {
+        // clone without any namespace flag: flags & mask == 0.
+        syscalls.push(json!({"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 0, "value": ns_mask, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]}));
+        // With one (the rules of one call are OR'ed): flags & F == F refuses.
+        for f in CLONE_NS_FLAGS {
+            syscalls.push(
+                json!({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
+                "args": [{"index": 0, "value": f, "valueTwo": f, "op": "SCMP_CMP_MASKED_EQ"}]}),
+            );
+        }
     }
     for p in PERSONALITIES {
         syscalls.push(json!({"names": ["personality"], "action": "SCMP_ACT_ALLOW",

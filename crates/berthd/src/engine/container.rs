@@ -273,6 +273,7 @@ impl Engine {
                 log_path,
                 tty: record.config.tty,
                 stdin: record.config.stdin,
+                stdin_once: record.config.stdin_once,
             }))
             .map_err(|e| shim_err(&pod.id, &format!("container {name:?}: create"), e))?;
         if let Reply::Created { pid } = reply {
