@@ -9,6 +9,9 @@ pub enum Error {
     InvalidArgument(String),
     #[error("{kind} {id:?} not found")]
     NotFound { kind: &'static str, id: String },
+    /// Not found, said with its context (which object needed it).
+    #[error("{0}")]
+    NotFoundIn(String),
     #[error("{0}")]
     AlreadyExists(String),
     /// The object is not in a state that allows the call.
@@ -85,7 +88,7 @@ impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let code = match &e {
             Error::InvalidArgument(_) => Code::InvalidArgument,
-            Error::NotFound { .. } => Code::NotFound,
+            Error::NotFound { .. } | Error::NotFoundIn(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unimplemented(_) => Code::Unimplemented,

@@ -45,6 +45,14 @@ pub struct PodRecord {
     pub netns: Option<PathBuf>,
     /// The pause's host pid, 0 once stopped.
     pub pause_pid: i32,
+    /// RunPodSandbox finished (the pod was Ready once). A record without it is what a
+    /// crash in the middle of RunPodSandbox left: its id never reached the kubelet.
+    #[serde(default = "yes")]
+    pub made: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +231,7 @@ mod tests {
             own_netns: true,
             netns: None,
             pause_pid: 42,
+            made: true,
         };
         s.save_pod(&pod).unwrap();
         fs::create_dir_all(s.pod_dir("p2")).unwrap();

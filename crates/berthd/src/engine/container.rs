@@ -163,13 +163,9 @@ impl Engine {
         image_ref: &str,
     ) -> Result<()> {
         let name = container_name(&config).to_string();
-        let image = self
-            .store
-            .find_local(image_ref)?
-            .ok_or_else(|| Error::NotFound {
-                kind: "image",
-                id: image_ref.to_string(),
-            })?;
+        let image = self.store.find_local(image_ref)?.ok_or_else(|| {
+            Error::NotFoundIn(format!("container {name:?}: image {image_ref:?} not found"))
+        })?;
         let image_config = self.store.image_config(&image)?;
         let dir = self.state.container_dir(id);
         fs::DirBuilder::new()
@@ -233,8 +229,10 @@ impl Engine {
             .map_err(|e| Error::internal(format!("write {}", path.display()), e))?;
         let log_path = log_path(&pod.config, &config);
         if let Some(parent) = log_path.as_ref().and_then(|p| p.parent()) {
-            fs::create_dir_all(parent)
-                .map_err(|e| Error::internal(format!("create {}", parent.display()), e))?;
+            fs::create_dir_all(parent).map_err(|e| {
+                let what = format!("container {name:?}: create its log directory");
+                Error::internal(format!("{what} {}", parent.display()), e)
+            })?;
         }
         let mut record = ContainerRecord {
             id: id.to_string(),

@@ -95,6 +95,44 @@ fn validate(c: &PodSandboxConfig) -> Result<()> {
             )));
         }
     }
+    if let Some(d) = &c.dns_config {
+        for s in &d.servers {
+            if s.parse::<std::net::IpAddr>().is_err() {
+                return Err(Error::InvalidArgument(format!(
+                    "pod sandbox {:?}: DNS server {s:?} is not an IP address",
+                    m.name
+                )));
+            }
+        }
+        for (what, list) in [("search domain", &d.searches), ("option", &d.options)] {
+            let bad = |v: &&String| {
+                v.is_empty() || v.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+            };
+            if let Some(v) = list.iter().find(bad) {
+                return Err(Error::InvalidArgument(format!(
+                    "pod sandbox {:?}: DNS {what} {v:?}: must be one word",
+                    m.name
+                )));
+            }
+        }
+    }
+    for key in c.linux.iter().flat_map(|l| l.sysctls.keys()) {
+        let bad = |why: &str| {
+            Err(Error::InvalidArgument(format!(
+                "pod sandbox {:?}: sysctl {key:?}: {why}",
+                m.name
+            )))
+        };
+        if libberth::spec::sysctl_namespace(key).is_none() {
+            return bad("not isolated by a namespace; setting it would change the host");
+        }
+        if !std::path::Path::new("/proc/sys")
+            .join(key.replace('.', "/"))
+            .exists()
+        {
+            return bad("the kernel has no such sysctl");
+        }
+    }
     if c.hostname.contains('/') || c.hostname.len() > 64 {
         return Err(Error::InvalidArgument(format!(
             "pod sandbox {:?}: hostname {:?} is not a valid host name",
@@ -178,10 +216,20 @@ impl Engine {
         }
         let name = reserved_name(&config);
         // A kubelet retrying after a timeout gets the sandbox it asked for.
-        if let Some(existing) = lock(&self.names).get(&name).cloned() {
+        let holder = lock(&self.names).get(&name).cloned();
+        if let Some(existing) = holder {
             if let Ok(p) = self.pod(&existing) {
-                if lock(&p).state == PodState::Ready {
+                let (state, made) = {
+                    let p = lock(&p);
+                    (p.state, p.made)
+                };
+                if state == PodState::Ready {
                     return Ok(existing);
+                }
+                if !made {
+                    // A crash in the middle of RunPodSandbox left it, and the kubelet never
+                    // got its id: undo it and make the pod anew.
+                    self.remove_pod_sandbox(&existing)?;
                 }
             }
         }
@@ -228,6 +276,7 @@ impl Engine {
             own_netns: !host_net,
             netns: None,
             pause_pid: 0,
+            made: false,
         };
         // The record first: a crash from here on leaves something a restart can clean.
         undo.state_dir = true;
@@ -275,6 +324,9 @@ impl Engine {
             let path = ns.path().to_path_buf();
             undo.netns = Some(path.clone());
             record.netns = Some(path.clone());
+            // Recorded before the ADD: a crash during it leaves a record whose removal runs
+            // the DEL (berth-cni cached the ADD's arguments first) and removes the namespace.
+            self.state.save_pod(&record)?;
             let net = pod_network(id, &path, &record.config)?;
             // A failed ADD undoes itself: nothing of the network is left to tear down.
             let attached = self.cni.setup(&net).map_err(|e| {
@@ -312,6 +364,7 @@ impl Engine {
         };
         record.pause_pid = pid;
         record.state = PodState::Ready;
+        record.made = true;
         self.state.save_pod(&record)?;
         lock(&self.pods).insert(id.to_string(), Arc::new(Mutex::new(record)));
         Ok(())

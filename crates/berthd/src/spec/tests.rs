@@ -70,6 +70,7 @@ fn fixture() -> Fixture {
         own_netns: true,
         netns: Some(tmp.path().join("netns/pod1")),
         pause_pid: 1,
+        made: true,
     };
     Fixture {
         paths: PodPaths {

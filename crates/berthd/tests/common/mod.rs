@@ -545,3 +545,183 @@ pub fn processes_with(needle: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+// ---- For the fault tests (tests/faults.rs): restarts with another config, clients of
+// other threads, and what a failed or removed object may have left on the host.
+
+impl Berthd {
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("berthd.toml")
+    }
+
+    /// Stops berthd (SIGKILL, if it runs), rewrites its config file through `edit` (which
+    /// gets the current text) and starts it again.
+    pub fn restart_with_config(&mut self, edit: impl FnOnce(String) -> String) {
+        self.kill9();
+        let text = fs::read_to_string(self.config_path()).unwrap();
+        fs::write(self.config_path(), edit(text)).unwrap();
+        self.spawn();
+    }
+
+    pub fn root_dir(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// What berthd may have left on the host for objects that should be gone: mounts under
+    /// the test directory (but the netns directory's own), network namespaces, pod run
+    /// directories, pod and container records, container snapshots, libberth container
+    /// state, CNI cache entries, shim (and pause) processes. Empty when nothing is left.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let netns_dir = self.run_dir().join("netns");
+        for m in mounts_under(self.dir.path()) {
+            if Path::new(&m) != netns_dir {
+                out.push(format!("mount {m}"));
+            }
+        }
+        for (what, dir) in [
+            ("netns", netns_dir.clone()),
+            ("pod run dir", self.run_dir().join("pods")),
+            ("pod record", self.state_dir().join("pods")),
+            ("container record", self.state_dir().join("containers")),
+            ("snapshot", self.root_dir().join("snapshots/containers")),
+            ("libberth state", self.run_dir().join("runtime")),
+        ] {
+            for e in entries(&dir) {
+                out.push(format!("{what} {}", dir.join(e).display()));
+            }
+        }
+        for f in files_under(&self.state_dir().join("cni")) {
+            out.push(format!("CNI cache entry {}", f.display()));
+        }
+        let pods = self.run_dir().join("pods");
+        for pid in processes_with(&pods.to_string_lossy()) {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            out.push(format!(
+                "shim process {pid}: {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
+        }
+        out
+    }
+
+    /// Asserts that nothing is left (see `leftovers`), naming `after` and what is left.
+    pub fn assert_clean(&self, after: &str) {
+        let left = self.leftovers();
+        assert!(left.is_empty(), "after {after}, left behind: {left:#?}");
+    }
+}
+
+/// A client of `socket` for use on the tokio runtime this is called in (the harness's own
+/// client only moves while its runtime is driven by the test's thread).
+pub fn runtime_client(socket: &Path) -> RuntimeServiceClient<Channel> {
+    let socket = socket.to_path_buf();
+    let channel = Endpoint::from_static("http://localhost").connect_with_connector_lazy(
+        tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }),
+    );
+    RuntimeServiceClient::new(channel)
+}
+
+/// The names in a directory (none when it is missing), sorted.
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every file (not directory) under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The cgroup directories named `parent` (an absolute cgroup path, as a pod's
+/// `cgroup_parent`), one per mounted hierarchy that has it (v1 controllers, v2).
+pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    let rel = parent.trim_start_matches('/');
+    let mut out = Vec::new();
+    for line in fs::read_to_string("/proc/self/mountinfo").unwrap().lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
+        if !matches!(f.get(dash + 1), Some(&"cgroup") | Some(&"cgroup2")) {
+            continue;
+        }
+        let d = Path::new(f[4]).join(rel);
+        if d.is_dir() {
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// The cgroups below `parent` in every hierarchy: the containers' cgroups when `parent` is
+/// their pod's cgroup parent.
+pub fn cgroups_under(parent: &str) -> Vec<PathBuf> {
+    cgroup_dirs(parent)
+        .into_iter()
+        .flat_map(|d| {
+            fs::read_dir(&d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Removes the (empty) cgroup `parent` from every hierarchy: a test's own cgroup parent,
+/// which the runtime makes and, like runc, leaves.
+pub fn remove_cgroup_parent(parent: &str) {
+    for d in cgroup_dirs(parent) {
+        let _ = fs::remove_dir(d);
+    }
+}
+
+/// Writes an executable (0755) script.
+pub fn write_script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    // A new file under another name, renamed over: a script being run keeps its text.
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, text).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+impl Berthd {
+    /// Runs an async block on the client's runtime, bounded by `limit` (for many calls at
+    /// once, which may take longer than one call's limit).
+    pub fn block_on_for<F: Future>(&self, what: &str, limit: Duration, f: F) -> F::Output {
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(limit, f).await })
+        {
+            Ok(v) => v,
+            Err(_) => panic!("{what}: not done within {limit:?}"),
+        }
+    }
+}
