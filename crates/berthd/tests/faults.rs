@@ -1298,3 +1298,53 @@ fn a_container_whose_init_died_fails_start_container_and_shows_a_start_error() {
     b.assert_clean("removing the pod");
     assert!(cgroups_under(&cg).is_empty());
 }
+
+/// The machine's view after a reboot (or a shim and its containers killed while berthd was
+/// down): no shim, no process. The container is reported exited with code 255, reason
+/// Unknown, as containerd reports such an exit, not left "running" or "unknown" forever,
+/// and its pod can be removed.
+#[test]
+fn a_container_whose_shim_and_process_died_unseen_shows_exited_unknown() {
+    if skip_unless_root("a_container_whose_shim_and_process_died_unseen_shows_exited_unknown") {
+        return;
+    }
+    let mut b = Berthd::start();
+    let logs = b.dir.path().join("logs");
+    let pc = pod_config("unseen", &logs);
+    let pod = b.run_pod(&pc).unwrap();
+    let ctr = b
+        .create(&pod, &container_config("app", "exec sleep 1000"), &pc)
+        .unwrap();
+    b.start_ctr(&ctr).unwrap();
+    b.kill9();
+    // The container's processes (its cgroup names it), then the shim and the pause.
+    let mut victims: Vec<i32> = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|t| t.contains(&ctr))
+        })
+        .collect();
+    victims.extend(processes_with(&pod));
+    assert!(!victims.is_empty());
+    for pid in &victims {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    wait_for("the killed processes to go", || {
+        victims
+            .iter()
+            .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+            .then_some(())
+    });
+    // The shim's socket file stays behind, as after a crash: nobody answers on it.
+    b.spawn();
+    let s = b.status(&ctr).unwrap();
+    assert_eq!(s.state, ContainerState::ContainerExited as i32, "{s:?}");
+    assert_eq!((s.exit_code, s.reason.as_str()), (255, "Unknown"), "{s:?}");
+    b.stop_pod(&pod).unwrap();
+    b.remove_pod(&pod).unwrap();
+    b.assert_clean("removing the pod whose shim died");
+}

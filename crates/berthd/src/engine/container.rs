@@ -74,6 +74,13 @@ fn apply(c: &mut ContainerRecord, s: &berth_shim::ContainerState) {
     }
 }
 
+/// Whether the container's recorded process still runs as it: a live pid whose cgroup
+/// names the container (a pid reused after a reboot does not).
+fn still_in_its_cgroup(c: &ContainerRecord) -> bool {
+    c.pid > 0
+        && fs::read_to_string(format!("/proc/{}/cgroup", c.pid)).is_ok_and(|t| t.contains(&c.id))
+}
+
 impl Engine {
     /// Brings a record up to date from the shim's exit record (cheap: one file read), so
     /// that exits while berthd was down or between calls show.
@@ -88,14 +95,21 @@ impl Engine {
             .join(format!("{}.json", c.id));
         let Ok(data) = fs::read(&exit) else {
             // No record yet: still running, unless its shim is gone (then nobody can say).
-            if !self
-                .pod_paths(&c.pod_id)
-                .run
-                .join(berth_shim::SOCKET)
-                .exists()
-            {
-                c.state = ContainerState::Unknown;
-                c.reason = "the pod's shim is gone".into();
+            if !self.shim_serves(&c.pod_id) {
+                if still_in_its_cgroup(c) {
+                    c.state = ContainerState::Unknown;
+                    c.reason = "the pod's shim is gone".into();
+                } else {
+                    // The shim and the process are both gone (a reboot, or both killed):
+                    // an exit nobody saw, as containerd reports it.
+                    c.state = ContainerState::Exited;
+                    c.exit_code = 255;
+                    c.finished_at = now_ns();
+                    c.reason = "Unknown".into();
+                    c.message = "the container and its pod's shim ended unseen".into();
+                    let _ = self.state.save_container(c);
+                    self.emit(c, ContainerEventType::ContainerStoppedEvent);
+                }
             }
             return;
         };
@@ -103,6 +117,37 @@ impl Engine {
             apply(c, &s);
             let _ = self.state.save_container(c);
             self.emit(c, ContainerEventType::ContainerStoppedEvent);
+        }
+    }
+
+    /// Whether the pod's shim answers on its socket (a socket file alone may be a dead
+    /// shim's).
+    pub(super) fn shim_serves(&self, pod_id: &str) -> bool {
+        std::os::unix::net::UnixStream::connect(self.pod_paths(pod_id).run.join(berth_shim::SOCKET))
+            .is_ok()
+    }
+
+    /// Deletes a container whose shim is gone, by force, as its shim would have.
+    fn delete_without_shim(&self, c: &ContainerRecord) -> Result<()> {
+        let id = &c.id;
+        match self.oci_binary(&c.runtime_handler) {
+            Some(bin) => match bin.run(id, &["delete", "--force", id], b"") {
+                Err(e) if e.to_string().contains("does not exist") => Ok(()),
+                r => r.map(drop),
+            },
+            None => match (libberth::Runtime {
+                root: self.runtime_root.clone(),
+                systemd_cgroup: false,
+                rootless: false,
+            })
+            .delete(id, true)
+            {
+                Ok(()) | Err(libberth::Error::NotFound(_)) => Ok(()),
+                Err(e) => Err(Error::Internal(format!(
+                    "container {id}: remove without its shim: {}",
+                    e.chain()
+                ))),
+            },
         }
     }
 
@@ -410,14 +455,8 @@ impl Engine {
         };
         let cell = self.container(&id)?;
         let c = lock(&cell);
-        let shim = self.shim(&c.pod_id);
-        if self
-            .pod_paths(&c.pod_id)
-            .run
-            .join(berth_shim::SOCKET)
-            .exists()
-        {
-            match shim.call(&Request::Delete {
+        if self.shim_serves(&c.pod_id) {
+            match self.shim(&c.pod_id).call(&Request::Delete {
                 id: id.clone(),
                 force: true,
             }) {
@@ -425,6 +464,10 @@ impl Engine {
                 Err(berth_shim::ShimError::Refused(m)) if m.contains("does not exist") => {}
                 Err(e) => return Err(shim_err(&c.pod_id, &format!("container {id}: remove"), e)),
             }
+        } else {
+            // Its shim is gone: what the shim would have deleted (the runtime's state, the
+            // cgroup, any process left) is deleted here.
+            self.delete_without_shim(&c)?;
         }
         self.store
             .snapshots

@@ -408,7 +408,10 @@ impl Engine {
         if !sock.exists() {
             return;
         }
-        let _ = self.shim(id).call(&Request::Shutdown);
+        if self.shim(id).call(&Request::Shutdown).is_err() && !self.shim_serves(id) {
+            // A dead shim's socket file: nobody will remove it.
+            return;
+        }
         let deadline = std::time::Instant::now() + SHIM_EXIT_WAIT;
         while sock.exists() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -467,7 +470,14 @@ impl Engine {
         let p = lock(&pod);
         self.end_shim(&id);
         let run = self.pod_paths(&id).run;
-        let _ = umount2(&run.join("shm"), MntFlags::MNT_DETACH);
+        // /dev/shm, and the namespaces the shim pinned if it died before it could let go.
+        libberth::rootfs::hostns::unmount_new_below(&run, &[]).map_err(|e| {
+            Error::Internal(format!(
+                "pod {id}: unmount below {}: {}",
+                run.display(),
+                e.chain()
+            ))
+        })?;
         if let Err(e) = fs::remove_dir_all(&run) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 return Err(Error::internal(
