@@ -164,6 +164,10 @@ struct Conn {
     since: Instant,
 }
 
+/// How much one read of a container's output takes: a quarter of a pipe's default
+/// capacity, looped until the pipe is empty (conmon reads 8 KiB at a time).
+const READ_CHUNK: usize = 16 * 1024;
+
 pub struct Shim {
     pod: String,
     dir: PathBuf,
@@ -481,6 +485,11 @@ impl Shim {
                     Ok(req) => self.handle(req, c.stream, c.fds),
                     Err(e) => respond(c.stream, Err(format!("malformed request: {e}"))),
                 }
+                // A request (a create above all) allocates and frees far more than an idle
+                // shim holds: give the freed pages back, or fifty idle shims keep them.
+                // SAFETY: malloc_trim only returns free heap memory to the kernel.
+                unsafe { libc::malloc_trim(0) };
+                release_dead_stack();
             }
         }
     }
@@ -779,7 +788,7 @@ impl Shim {
         let Some(c) = self.containers.get_mut(id).filter(|c| j < c.outputs.len()) else {
             return;
         };
-        let mut buf = [0u8; 65536];
+        let mut buf = [0u8; READ_CHUNK];
         loop {
             let n = match nix::unistd::read(&c.outputs[j].fd, &mut buf) {
                 Ok(n) => n,
@@ -1070,7 +1079,7 @@ impl Shim {
             return;
         };
         let which = *which;
-        let mut buf = [0u8; 65536];
+        let mut buf = [0u8; READ_CHUNK];
         loop {
             match nix::unistd::read(fd, &mut buf) {
                 Ok(0) | Err(Errno::EIO) => {
@@ -1267,11 +1276,36 @@ fn write_log(log: &mut Option<LogFile>, text: &[u8]) {
     }
 }
 
+/// Gives back the pages of the main thread's stack below the current frame: a create
+/// runs deep in libberth once, and an idle shim need not keep what it touched.
+fn release_dead_stack() {
+    let here = 0u8;
+    let sp = std::ptr::addr_of!(here) as usize;
+    let Ok(maps) = fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let Some(low) = maps.lines().find(|l| l.ends_with("[stack]")).and_then(|l| {
+        let (range, _) = l.split_once(' ')?;
+        usize::from_str_radix(range.split_once('-')?.0, 16).ok()
+    }) else {
+        return;
+    };
+    // Keep the current frame's page and the one below it (callees of this function, the
+    // signal-free red zone); everything lower is dead.
+    let page = 4096;
+    let top = (sp & !(page - 1)).saturating_sub(2 * page);
+    if top > low {
+        // SAFETY: [low, top) lies in this thread's stack mapping below the stack pointer,
+        // where no live frame is; MADV_DONTNEED makes those pages read back as zeroes.
+        unsafe { libc::madvise(low as *mut libc::c_void, top - low, libc::MADV_DONTNEED) };
+    }
+}
+
 /// Whatever a deleted container's streams still hold goes to its log.
 fn flush_outputs(c: &mut Container) {
     let stamp = crilog::now();
     for o in &mut c.outputs {
-        let mut buf = [0u8; 65536];
+        let mut buf = [0u8; READ_CHUNK];
         let mut text = Vec::new();
         while let Ok(n) = nix::unistd::read(&o.fd, &mut buf) {
             if n == 0 {
