@@ -148,6 +148,20 @@ impl Config {
                 return Err(format!("{key} {}: must be an absolute path", p.display()));
             }
         }
+        // Each pod's shim serves <run_dir>/pods/<64-hex id>/shim.sock, and a unix socket's
+        // path must fit in sun_path (107 bytes and the NUL).
+        let shim_socket = self
+            .run_dir
+            .join("pods")
+            .join("0".repeat(64))
+            .join("shim.sock");
+        if shim_socket.as_os_str().len() > 107 {
+            return Err(format!(
+                "run_dir {}: too long; the pods' shim sockets ({}) must fit in 107 bytes",
+                self.run_dir.display(),
+                shim_socket.display()
+            ));
+        }
         if self.cgroup_driver == CgroupDriver::Systemd {
             return Err("cgroup_driver \"systemd\": not supported yet; use \"cgroupfs\"".into());
         }
@@ -198,6 +212,14 @@ mod tests {
         assert_eq!(c.socket, Path::new("/run/berth/berthd.sock"));
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.runtimes.is_empty());
+    }
+
+    #[test]
+    fn a_run_dir_too_long_for_shim_sockets_is_refused() {
+        let long = format!("run_dir = \"/{}\"", "r".repeat(40));
+        let e = Config::parse(&long).unwrap_err();
+        assert!(e.contains("too long") && e.contains("107"), "{e}");
+        assert!(Config::parse("run_dir = \"/run/berth/cri\"").is_ok());
     }
 
     #[test]
