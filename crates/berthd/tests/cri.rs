@@ -1636,3 +1636,58 @@ fn mount_propagation_both_ways_and_host_to_container() {
         umount2(src, MntFlags::MNT_DETACH).unwrap();
     }
 }
+
+#[test]
+fn streams_left_open_never_block_stop_container() {
+    if skip_unless_root("streams_left_open_never_block_stop_container") {
+        return;
+    }
+    let b = Berthd::start();
+    let pc = pod_config("stuck", &b.dir.path().join("logs"));
+    let pod = b.run_pod(&pc).unwrap();
+    let mut cc = container_config("app", "exec sleep 1000");
+    cc.stdin = true;
+    let ctr = b.create(&pod, &cc, &pc).unwrap();
+    b.start_ctr(&ctr).unwrap();
+    let mut rs = b.rs.clone();
+    // An exec waiting on its stdin and an attach, both left open by clients that never
+    // read nor write again.
+    let exec = exec_url(&b, &ctr, vec!["cat".into()], [false, true, true, false]);
+    let attach = b
+        .call(
+            "Attach",
+            rs.attach(AttachRequest {
+                container_id: ctr.clone(),
+                stdin: true,
+                tty: false,
+                stdout: true,
+                stderr: true,
+            }),
+        )
+        .unwrap()
+        .url;
+    let (mut e, mut a) = b.block_on("open the streams", async {
+        (
+            ws::connect(&exec, "v5.channel.k8s.io").await,
+            ws::connect(&attach, "v5.channel.k8s.io").await,
+        )
+    });
+    wait_for("the exec's cat", || {
+        (!processes_with("cat").is_empty()).then_some(())
+    });
+    // sleep as PID 1 ignores SIGTERM: the timeout ends in SIGKILL, streams or not.
+    b.stop_ctr(&ctr, 1).unwrap();
+    let s = b.wait_state(&ctr, ContainerState::ContainerExited);
+    assert_eq!(s.exit_code, 137, "{s:?}");
+    // Both streams are ended by the server, not left hanging.
+    b.block_on("the streams to close", async {
+        let limit = Duration::from_secs(30);
+        tokio::time::timeout(limit, ws::collect(&mut e))
+            .await
+            .expect("the exec stream ends with its container");
+        tokio::time::timeout(limit, ws::collect(&mut a))
+            .await
+            .expect("the attach stream ends with its container");
+    });
+    b.remove_pod(&pod).unwrap();
+}
