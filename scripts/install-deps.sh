@@ -13,6 +13,7 @@ pkgs=(
   hyperfine time iproute2 procps               # benchmark and test tools
   criu                                         # checkpoint and restore
   containernetworking-plugins iptables         # berthd's pod networks (bridge, host-local, portmap)
+  qemu-system-x86 kmod                         # VMs (docs/vm.md): QEMU microvm; depmod for scripts/vm-kernel.sh
 )
 missing=()
 for p in "${pkgs[@]}"; do
