@@ -17,14 +17,6 @@ use futures_util::future::join_all;
 use k8s_cri::v1::*;
 use tonic::{Code, Status};
 
-fn skip_unless_root(test: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    berth_testkit::skip(test, "needs root");
-    true
-}
-
 /// A cgroup parent of the test's own, so that the containers' cgroups can be counted
 /// whatever else runs on the machine; dropped, it removes the (then empty) parent that the
 /// runtime made and, like runc, left. Made before the test's berthd, so that it is dropped

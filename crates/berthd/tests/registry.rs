@@ -79,11 +79,7 @@ fn run_marker(b: &Berthd, image: &str) -> (String, String, String) {
 
 #[test]
 fn pull_with_the_kubelets_credentials_run_and_remove() {
-    if !is_root() {
-        berth_testkit::skip(
-            "pull_with_the_kubelets_credentials_run_and_remove",
-            "needs root",
-        );
+    if skip_unless_root("pull_with_the_kubelets_credentials_run_and_remove") {
         return;
     }
     support::require_tools();
@@ -132,11 +128,7 @@ fn pull_with_the_kubelets_credentials_run_and_remove() {
 
 #[test]
 fn registry_k8s_io_images_come_from_a_local_mirror() {
-    if !is_root() {
-        berth_testkit::skip(
-            "registry_k8s_io_images_come_from_a_local_mirror",
-            "needs root",
-        );
+    if skip_unless_root("registry_k8s_io_images_come_from_a_local_mirror") {
         return;
     }
     support::require_tools();

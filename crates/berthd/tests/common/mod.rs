@@ -24,6 +24,15 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// True (and the skip said) when the test cannot run: these tests run berthd as root.
+pub fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    berth_testkit::skip(test, "needs root");
+    true
+}
+
 /// The berth-shim binary beside berthd's, built on demand: cargo builds a package's own
 /// binaries for its tests, not another package's.
 pub fn shim_binary() -> PathBuf {
