@@ -235,11 +235,11 @@ fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // Marking descriptors 3 and up close-on-exec leaves the stdio pipes (0-2) alone, and
+    // std's own error pipe is close-on-exec already.
     // SAFETY: the closure runs in the forked child before exec, where only
     // async-signal-safe calls are allowed: it makes one system call, close_range(2), with
     // integer arguments, and ignores its result; it allocates nothing and takes no lock.
-    // Marking descriptors 3 and up close-on-exec leaves the stdio pipes (0-2) alone, and
-    // std's own error pipe is close-on-exec already.
     unsafe {
         cmd.pre_exec(|| {
             // Kernels before 5.11 do not know the flag (EINVAL) or the call (ENOSYS):

@@ -313,10 +313,10 @@ impl Shim {
             }
         }
         let ready: Vec<bool> = {
-            // SAFETY: every number in `raw` is a descriptor owned by `self`, which outlives
-            // this block; nothing closes them before poll returns.
             let borrowed: Vec<(BorrowedFd<'_>, PollFlags)> = raw
                 .iter()
+                // SAFETY: every number in `raw` is a descriptor owned by `self`, which
+                // outlives this block; nothing closes them before poll returns.
                 .map(|&(fd, f)| (unsafe { BorrowedFd::borrow_raw(fd) }, f))
                 .collect();
             let mut fds: Vec<PollFd<'_>> = borrowed
