@@ -175,7 +175,15 @@ fn mount_propagation_both_ways_and_host_to_container() {
         .unwrap()
         .privileged = true;
     let pod = b.run_pod(&pc).unwrap();
+    /// Detaches a volume (and what was mounted below it) however the test ends.
+    struct Detach(std::path::PathBuf);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+        }
+    }
     let mut cases = Vec::new();
+    let mut volumes = Vec::new();
     for (name, flag, prop) in [
         (
             "shared",
@@ -199,6 +207,7 @@ fn mount_propagation_both_ways_and_host_to_container() {
             None::<&str>,
         )
         .unwrap();
+        volumes.push(Detach(src.clone()));
         mount(
             None::<&str>,
             &src,
@@ -256,7 +265,5 @@ fn mount_propagation_both_ways_and_host_to_container() {
         let _ = umount2(&tmp, MntFlags::MNT_DETACH);
     }
     b.remove_pod(&pod).unwrap();
-    for (_, src, _) in &cases {
-        umount2(src, MntFlags::MNT_DETACH).unwrap();
-    }
+    drop(volumes);
 }
