@@ -28,6 +28,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod conn;
+pub use conn::{Conn, ConnError};
+/// The JSON values in requests (OCI configs and processes), for users of this crate.
+pub use serde_json::Value as JsonValue;
+
 /// The protocol's version: a Hello with another one ends the connection.
 pub const VERSION: u32 = 1;
 

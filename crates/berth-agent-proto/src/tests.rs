@@ -231,3 +231,45 @@ fn data_is_split_to_fit_and_oversized_payloads_are_refused() {
     .unwrap_err();
     assert_eq!(e, ProtoError::Oversized(Kind::Data));
 }
+
+#[test]
+fn a_call_keeps_what_comes_before_its_response_in_order() {
+    use std::os::unix::net::UnixStream;
+    let (host, agent) = UnixStream::pair().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut a = Conn::agent(agent);
+        a.handshake("agent").unwrap();
+        let Frame::Request { id, .. } = a.recv().unwrap() else {
+            panic!("a request first")
+        };
+        a.send(&Frame::Data {
+            stream: 2,
+            bytes: b"out".to_vec(),
+        })
+        .unwrap();
+        a.send(&Frame::Event(Event::Oom { id: "c".into() })).unwrap();
+        a.send(&Frame::Response {
+            id,
+            response: Response::Started { pid: 9 },
+        })
+        .unwrap();
+        // The next request gets a response to one never made.
+        let Frame::Request { id: next, .. } = a.recv().unwrap() else {
+            panic!("a second request")
+        };
+        a.send(&Frame::Response {
+            id: next + 40,
+            response: Response::Done {},
+        })
+        .unwrap();
+    });
+    let mut h = Conn::host(host);
+    assert_eq!(h.handshake("host").unwrap().peer, "agent");
+    let r = h.call(Request::Start { id: "c".into() }).unwrap();
+    assert_eq!(r, Response::Started { pid: 9 });
+    assert!(matches!(h.recv().unwrap(), Frame::Data { stream: 2, .. }));
+    assert!(matches!(h.recv().unwrap(), Frame::Event(Event::Oom { .. })));
+    let e = h.call(Request::Stats { id: "c".into() }).unwrap_err();
+    assert!(e.to_string().contains("waiting for"), "{e}");
+    t.join().unwrap();
+}
