@@ -247,7 +247,8 @@ fn a_call_keeps_what_comes_before_its_response_in_order() {
             bytes: b"out".to_vec(),
         })
         .unwrap();
-        a.send(&Frame::Event(Event::Oom { id: "c".into() })).unwrap();
+        a.send(&Frame::Event(Event::Oom { id: "c".into() }))
+            .unwrap();
         a.send(&Frame::Response {
             id,
             response: Response::Started { pid: 9 },
