@@ -755,17 +755,7 @@ impl Shim {
             Ok(fd) => stdio.stdin = Some(fd),
             Err(e) => return fail(stream, e.to_string()),
         }
-        let opts = ExecOptions {
-            id: spec.id.clone(),
-            process,
-            console: None,
-            pid_file: None,
-            preserve_fds: 0,
-            ignore_paused: false,
-            sub_cgroups: Vec::new(),
-            stdio,
-            new_session: true,
-        };
+        let opts = exec_options(&spec.id, process, None, stdio);
         let pid = match self.rt.exec(&opts) {
             Ok(e) => e.pid,
             Err(e) => return fail(stream, e),
@@ -974,17 +964,12 @@ impl Shim {
                 return Err((stream, e));
             }
         }
-        let opts = ExecOptions {
-            id: id.to_string(),
+        let opts = exec_options(
+            id,
             process,
-            console: spec.tty.then_some(ConsoleTarget::Return),
-            pid_file: None,
-            preserve_fds: 0,
-            ignore_paused: false,
-            sub_cgroups: Vec::new(),
+            spec.tty.then_some(ConsoleTarget::Return),
             stdio,
-            new_session: true,
-        };
+        );
         let execed = match self.rt.exec(&opts) {
             Ok(e) => e,
             Err(e) => return Err((stream, e)),
@@ -1273,6 +1258,27 @@ fn write_log(log: &mut Option<LogFile>, text: &[u8]) {
         if let Err(e) = l.write(text) {
             eprintln!("berth-shim: write {}: {e}", l.path().display());
         }
+    }
+}
+
+/// An exec into container `id` as the shim makes them: its own session (process group),
+/// so that a deadline or a client leaving kills what it started too.
+fn exec_options(
+    id: &str,
+    process: oci_spec::runtime::Process,
+    console: Option<ConsoleTarget>,
+    stdio: Stdio,
+) -> ExecOptions {
+    ExecOptions {
+        id: id.to_string(),
+        process,
+        console,
+        pid_file: None,
+        preserve_fds: 0,
+        ignore_paused: false,
+        sub_cgroups: Vec::new(),
+        stdio,
+        new_session: true,
     }
 }
 

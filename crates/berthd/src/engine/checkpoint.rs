@@ -67,24 +67,21 @@ impl Engine {
                 )
                 .map(drop)
             }
-            None => libberth::Runtime {
-                root: self.runtime_root.clone(),
-                systemd_cgroup: false,
-                rootless: false,
-            }
-            .checkpoint(&CheckpointOptions {
-                id: id.to_string(),
-                common: CriuCommon {
-                    image_path: images,
-                    work_path: Some(work.to_path_buf()),
+            None => self
+                .builtin_runtime()
+                .checkpoint(&CheckpointOptions {
+                    id: id.to_string(),
+                    common: CriuCommon {
+                        image_path: images,
+                        work_path: Some(work.to_path_buf()),
+                        ..Default::default()
+                    },
+                    leave_running: true,
                     ..Default::default()
-                },
-                leave_running: true,
-                ..Default::default()
-            })
-            .map_err(|e| {
-                Error::FailedPrecondition(format!("container {id}: checkpoint: {}", e.chain()))
-            }),
+                })
+                .map_err(|e| {
+                    Error::FailedPrecondition(format!("container {id}: checkpoint: {}", e.chain()))
+                }),
         }
     }
 }

@@ -135,13 +135,7 @@ impl Engine {
                 Err(e) if e.to_string().contains("does not exist") => Ok(()),
                 r => r.map(drop),
             },
-            None => match (libberth::Runtime {
-                root: self.runtime_root.clone(),
-                systemd_cgroup: false,
-                rootless: false,
-            })
-            .delete(id, true)
-            {
+            None => match self.builtin_runtime().delete(id, true) {
                 Ok(()) | Err(libberth::Error::NotFound(_)) => Ok(()),
                 Err(e) => Err(Error::Internal(format!(
                     "container {id}: remove without its shim: {}",
@@ -705,12 +699,7 @@ impl Engine {
             .map_err(|e| Error::InvalidArgument(format!("container {id}: resources: {e}")))?;
         match self.oci_binary(&c.runtime_handler) {
             None => {
-                let rt = libberth::Runtime {
-                    root: self.runtime_root.clone(),
-                    systemd_cgroup: false,
-                    rootless: false,
-                };
-                rt.update(&id, &res).map_err(|e| {
+                self.builtin_runtime().update(&id, &res).map_err(|e| {
                     Error::Internal(format!("container {id}: update: {}", e.chain()))
                 })?;
             }

@@ -67,6 +67,15 @@ impl OciBinary {
 }
 
 impl Engine {
+    /// libberth on berthd's runtime root: what the built-in handler's shims create with.
+    pub(crate) fn builtin_runtime(&self) -> libberth::Runtime {
+        libberth::Runtime {
+            root: self.runtime_root.clone(),
+            systemd_cgroup: false,
+            rootless: false,
+        }
+    }
+
     /// The OCI runtime binary serving `handler`; None for the built-in handler.
     pub(crate) fn oci_binary(&self, handler: &str) -> Option<OciBinary> {
         if handler.is_empty() || handler == DEFAULT_HANDLER {

@@ -73,13 +73,7 @@ impl Engine {
     fn cgroup_stats(&self, id: &str, handler: &str) -> Option<libberth::events::Stats> {
         match self.oci_binary(handler) {
             Some(bin) => bin.stats(id).ok(),
-            None => libberth::Runtime {
-                root: self.runtime_root.clone(),
-                systemd_cgroup: false,
-                rootless: false,
-            }
-            .stats(id)
-            .ok(),
+            None => self.builtin_runtime().stats(id).ok(),
         }
     }
 
