@@ -14,6 +14,7 @@ pkgs=(
   criu                                         # checkpoint and restore
   containernetworking-plugins iptables         # berthd's pod networks (bridge, host-local, portmap)
   qemu-system-x86 kmod                         # VMs (docs/vm.md): QEMU microvm; depmod for scripts/vm-kernel.sh
+  erofs-utils                                  # VMs: mkfs.erofs makes a read-only block image per layer
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -96,9 +96,10 @@ pub struct Stdio {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rootfs {
-    /// Guest block devices (`vdb`), each an erofs image of one layer.
+    /// The serials of guest block devices (`/sys/block/vdX/serial`), each an erofs image of
+    /// one layer. Serials, not names: `vdX` follows the guest's probe order.
     pub layers: Vec<String>,
-    /// The writable layer's device; none: a tmpfs.
+    /// The writable layer's device serial; none: a tmpfs in guest memory.
     pub upper: Option<String>,
 }
 
@@ -112,6 +113,11 @@ pub enum Request {
         config: serde_json::Value,
         rootfs: Rootfs,
         stdio: Stdio,
+        /// Small files the container's mounts use (`/etc/hosts`, `/etc/resolv.conf`), by
+        /// plain name: the agent writes them into the container's directory in the guest,
+        /// and a bind mount whose source is relative (`files/hosts`) is resolved there.
+        #[serde(default)]
+        files: std::collections::BTreeMap<String, String>,
     },
     Start {
         id: String,

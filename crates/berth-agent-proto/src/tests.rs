@@ -79,7 +79,7 @@ fn host_frames_round_trip_for_the_agent() {
                 id: "c1".into(),
                 config: serde_json::json!({"ociVersion": "1.0.2"}),
                 rootfs: Rootfs {
-                    layers: vec!["vdb".into(), "vdc".into()],
+                    layers: vec!["berth-l0".into(), "berth-l1".into()],
                     upper: None,
                 },
                 stdio: Stdio {
@@ -88,6 +88,7 @@ fn host_frames_round_trip_for_the_agent() {
                     stderr: Some(3),
                     terminal: false,
                 },
+                files: [("hosts".to_string(), "127.0.0.1\tlocalhost\n".to_string())].into(),
             },
         },
         Frame::Request {

@@ -1,8 +1,9 @@
-//! `berth-agent`: the init (PID 1) of a Berth VM guest's initramfs. It mounts /proc, /sys
-//! and /dev, loads the kernel modules listed in /etc/modules (paths under
-//! /lib/modules/<release>, in load order), finds the virtio-serial port named `berth.ctl`,
-//! serves the host there, and powers the guest off when the host asks. Any failure is
-//! printed on the console and ends init, which the host sees as the guest's panic.
+//! `berth-agent`: the init (PID 1) of a Berth VM guest's initramfs. It mounts /proc, /sys,
+//! /dev, /run and the cgroup2 hierarchy, loads the kernel modules listed in /etc/modules
+//! (paths under /lib/modules/<release>, in load order), finds the virtio-serial port named
+//! `berth.ctl`, serves the host there, and powers the guest off when the host asks or goes
+//! away. Any failure is printed on the console and ends init, which the host sees as the
+//! guest's panic.
 
 use std::fs;
 use std::io::Write;
@@ -10,8 +11,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use berth_agent::{serve, Outcome};
-use berth_agent_proto::Conn;
+use berth_agent::{serve, Paths};
 use nix::mount::{mount, MsFlags};
 
 /// The port's name, as the host's VMM gives it (berth_vm::CONTROL_PORT_NAME).
@@ -32,6 +32,8 @@ fn run() -> Result<(), String> {
     if std::process::id() != 1 {
         return Err("berth-agent is a VM guest's init: it must run as PID 1".into());
     }
+    load_modules()?;
+    leave_initramfs()?;
     for (fstype, target) in [("proc", "/proc"), ("sysfs", "/sys"), ("devtmpfs", "/dev")] {
         fs::create_dir_all(target).map_err(|e| format!("create {target}: {e}"))?;
         mount(
@@ -43,7 +45,19 @@ fn run() -> Result<(), String> {
         )
         .map_err(|e| format!("mount {fstype} on {target}: {e}"))?;
     }
-    load_modules()?;
+    for (fstype, target, flags) in [
+        ("tmpfs", "/run", MsFlags::MS_NOSUID | MsFlags::MS_NODEV),
+        (
+            "cgroup2",
+            "/sys/fs/cgroup",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        ),
+    ] {
+        fs::create_dir_all(target).map_err(|e| format!("create {target}: {e}"))?;
+        mount(Some(fstype), target, Some(fstype), flags, None::<&str>)
+            .map_err(|e| format!("mount {fstype} on {target}: {e}"))?;
+    }
+    enable_controllers()?;
     let port = find_port()?;
     let file = fs::OpenOptions::new()
         .read(true)
@@ -51,16 +65,54 @@ fn run() -> Result<(), String> {
         .open(&port)
         .map_err(|e| format!("open {}: {e}", port.display()))?;
     eprintln!("berth-agent: serving on {}", port.display());
-    let mut conn = Conn::agent(file);
-    match serve(&mut conn).map_err(|e| format!("{}: {e}", port.display()))? {
-        Outcome::PowerOff => {
-            nix::unistd::sync();
-            let _ = std::io::stderr().flush();
-            nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF)
-                .map_err(|e| format!("power off: {e}"))?;
-            Ok(())
-        }
+    let outcome = serve(file, &Paths::guest()).map_err(|e| format!("{}: {e}", port.display()))?;
+    eprintln!("berth-agent: {outcome:?}");
+    nix::unistd::sync();
+    let _ = std::io::stderr().flush();
+    nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF)
+        .map_err(|e| format!("power off: {e}"))?;
+    Ok(())
+}
+
+/// Moves the root to a tmpfs, as switch_root does: the initramfs's rootfs cannot be
+/// pivot_root(2)ed away from, and libberth pivots each container's root (rather than
+/// chroot, which a process with CAP_SYS_CHROOT in the container could leave). What the
+/// initramfs held is no longer needed once the modules are loaded: it is deleted first,
+/// to give its memory back.
+fn leave_initramfs() -> Result<(), String> {
+    for p in ["/lib", "/etc"] {
+        let _ = fs::remove_dir_all(p);
     }
+    let new = "/newroot";
+    fs::create_dir_all(new).map_err(|e| format!("create {new}: {e}"))?;
+    mount(
+        Some("tmpfs"),
+        new,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0755"),
+    )
+    .map_err(|e| format!("mount tmpfs on {new}: {e}"))?;
+    nix::unistd::chdir(new).map_err(|e| format!("chdir {new}: {e}"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| format!("move {new} to /: {e}"))?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot {new}: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    Ok(())
+}
+
+/// Hands every controller the kernel has to the root's children, where libberth makes the
+/// containers' cgroups (as systemd does on a cgroup-v2 host).
+fn enable_controllers() -> Result<(), String> {
+    let root = Path::new("/sys/fs/cgroup");
+    let have = fs::read_to_string(root.join("cgroup.controllers"))
+        .map_err(|e| format!("read /sys/fs/cgroup/cgroup.controllers: {e}"))?;
+    let want: Vec<String> = have.split_whitespace().map(|c| format!("+{c}")).collect();
+    if !want.is_empty() {
+        fs::write(root.join("cgroup.subtree_control"), want.join(" "))
+            .map_err(|e| format!("enable cgroup controllers {}: {e}", want.join(" ")))?;
+    }
+    Ok(())
 }
 
 /// Loads each module of /etc/modules, in order, with finit_module(2).

@@ -161,7 +161,9 @@ impl Snapshotter {
         self.driver
     }
 
-    fn layer_dir(&self, chain_id: &Digest) -> PathBuf {
+    /// Where the layer with this chain ID is unpacked (overlay driver; whiteouts as overlay
+    /// keeps them): VM mode makes its guest disks from these.
+    pub fn layer_dir(&self, chain_id: &Digest) -> PathBuf {
         self.root.join("layers").join(chain_id.hex())
     }
 

@@ -26,3 +26,49 @@ pub const PREFIX: &str = "SKIPPED";
 pub fn skip(test: &str, reason: &str) {
     let _ = writeln!(std::io::stderr(), "{PREFIX} {test}: {reason}");
 }
+
+/// berth-agent linked statically, as a VM guest's init needs it: built once per test process
+/// by `scripts/build-agent.sh` into `<target>/agent-static/berth-agent` (a target directory of
+/// its own: its flags differ from the workspace's build). Tests hand it to berthctl and berthd
+/// as `BERTH_AGENT`.
+pub fn static_agent() -> std::path::PathBuf {
+    static AGENT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| repo.join("target"));
+            let dest = target.join("agent-static/berth-agent");
+            let st = std::process::Command::new("bash")
+                .arg(repo.join("scripts/build-agent.sh"))
+                .env("CARGO_TARGET_DIR", &target)
+                .env("DEST", &dest)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run scripts/build-agent.sh");
+            assert!(st.success(), "scripts/build-agent.sh failed");
+            dest
+        })
+        .clone()
+}
+
+/// The guest kernel cache scripts/vm-kernel.sh makes (`BERTH_VM_KERNEL_DIR` moves it), or
+/// None after reporting `test` skipped: VM tests need it, and a machine without it (no
+/// Debian apt) cannot run them.
+pub fn vm_kernel_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("BERTH_VM_KERNEL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/berth/vm-kernel".into());
+    if dir.join("vmlinuz").exists() {
+        return Some(dir);
+    }
+    skip(
+        test,
+        &format!(
+            "no guest kernel cache at {} (scripts/vm-kernel.sh makes it)",
+            dir.display()
+        ),
+    );
+    None
+}

@@ -56,7 +56,13 @@ pub struct BlockDevice {
     pub path: PathBuf,
     /// Whether the guest may only read it (the VMM opens it read-only).
     pub read_only: bool,
+    /// What the guest reads in `/sys/block/vdX/serial` (1 to 20 of `[A-Za-z0-9_-]`): the
+    /// guest finds a disk by it, since device names follow probe order, not this list's.
+    pub serial: Option<String>,
 }
+
+/// The longest disk serial virtio-blk carries.
+pub const SERIAL_MAX: usize = 20;
 
 /// The control channel: a byte stream between the host and the guest. The host end is a
 /// unix socket the VMM listens on (one connection at a time); the guest end, with QEMU, is
@@ -196,6 +202,19 @@ fn check_block_device(index: usize, dev: &BlockDevice) -> Result<(), ConfigError
             path: dev.path.clone(),
         });
     }
+    if let Some(serial) = &dev.serial {
+        let ok = !serial.is_empty()
+            && serial.len() <= SERIAL_MAX
+            && serial
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(ConfigError::Serial {
+                index,
+                serial: serial.clone(),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -288,6 +307,10 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the serial {serial:?} of block device {index} is not 1 to {SERIAL_MAX} of [A-Za-z0-9_-]"
+    )]
+    Serial { index: usize, serial: String },
     #[error("memory of {mib} MiB is out of bounds ({MEMORY_MIB_MIN} to {MEMORY_MIB_MAX} MiB)")]
     Memory { mib: u32 },
     #[error("{vcpus} vcpus is out of bounds (1 to {VCPUS_MAX})")]
@@ -433,11 +456,40 @@ mod tests {
         c.block_devices.push(BlockDevice {
             path: dir.path().join("missing.img"),
             read_only: true,
+            serial: None,
         });
         let e = c.validate().unwrap_err();
         assert!(
             matches!(e, ConfigError::BlockDevice { index: 0, .. }),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_disk_serial_with_option_syntax_or_too_long_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("layer.img");
+        std::fs::write(&img, b"").unwrap();
+        for bad in ["a,drive=x", "", "abcdefghijklmnopqrstu", "l 0"] {
+            let mut c = config_in(dir.path());
+            c.block_devices.push(BlockDevice {
+                path: img.clone(),
+                read_only: true,
+                serial: Some(bad.into()),
+            });
+            let e = c.validate().unwrap_err();
+            assert!(
+                matches!(e, ConfigError::Serial { index: 0, .. }),
+                "{bad}: {e:?}"
+            );
+            assert!(e.to_string().contains("serial"), "{e}");
+        }
+        let mut c = config_in(dir.path());
+        c.block_devices.push(BlockDevice {
+            path: img,
+            read_only: true,
+            serial: Some("berth-l0_A".into()),
+        });
+        c.validate().unwrap();
     }
 }

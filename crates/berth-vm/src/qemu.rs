@@ -139,8 +139,14 @@ impl Qemu {
             ));
             spec.push(escape_commas(dev.path.as_os_str()));
             a.push("-blockdev").push(spec);
+            // The serial is checked to be plain ([A-Za-z0-9_-]): no option syntax in it.
+            let serial = dev
+                .serial
+                .as_deref()
+                .map(|s| format!(",serial={s}"))
+                .unwrap_or_default();
             a.push("-device")
-                .push(format!("virtio-blk-device,drive=disk{i}"));
+                .push(format!("virtio-blk-device,drive=disk{i}{serial}"));
         }
         Ok(a.0)
     }
@@ -544,10 +550,12 @@ mod tests {
             BlockDevice {
                 path: "/img/a,b.erofs".into(),
                 read_only: true,
+                serial: Some("berth-l0".into()),
             },
             BlockDevice {
                 path: "/img/rw.img".into(),
                 read_only: false,
+                serial: None,
             },
         ];
         let args = strings(&tcg().args(&c).unwrap());
@@ -561,7 +569,7 @@ mod tests {
         assert_eq!(
             value_of(&args, "-device"),
             [
-                "virtio-blk-device,drive=disk0",
+                "virtio-blk-device,drive=disk0,serial=berth-l0",
                 "virtio-blk-device,drive=disk1"
             ]
         );

@@ -199,7 +199,7 @@ for i in $(seq 1 200); do
   sleep 0.05
 done
 echo "berth-test: control port $port"
-echo "hello from $(uname -r) vda-ro=$(cat /sys/block/vda/ro)" > "$port"
+echo "hello from $(uname -r) vda-ro=$(cat /sys/block/vda/ro) serial=$(cat /sys/block/vda/serial)" > "$port"
 echo "berth-test: done"
 poweroff -f
 "#;
@@ -215,6 +215,7 @@ fn a_guest_boots_talks_over_the_control_channel_and_powers_off() {
     config.block_devices.push(BlockDevice {
         path: disk,
         read_only: true,
+        serial: Some("berth-test".into()),
     });
 
     let started = Instant::now();
@@ -238,7 +239,7 @@ fn a_guest_boots_talks_over_the_control_channel_and_powers_off() {
     assert_ne!(host.trim(), version, "the guest ran the host's kernel");
     assert_eq!(
         line,
-        format!("hello from {version} vda-ro=1"),
+        format!("hello from {version} vda-ro=1 serial=berth-test"),
         "console:\n{console}"
     );
     drop(vm);

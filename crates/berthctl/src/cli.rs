@@ -241,6 +241,10 @@ pub struct Run {
     /// Run without the default seccomp profile.
     #[arg(long)]
     pub no_seccomp: bool,
+    /// process (default): namespaces on the host's kernel; vm: in a microVM of its own,
+    /// with its own kernel (docs/vm.md).
+    #[arg(long, default_value = "process")]
+    pub isolation: String,
     pub image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,

@@ -7,6 +7,7 @@ mod containers;
 mod images_cmd;
 mod pull;
 mod run;
+mod vm;
 
 use std::process::ExitCode;
 

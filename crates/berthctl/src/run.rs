@@ -173,6 +173,14 @@ pub fn run(s: &Store, a: &cli::Run) -> Result<ExitCode> {
         "host" => Network::Host,
         n => bail!("--network {n:?}: use none or host"),
     };
+    let vm = match a.isolation.as_str() {
+        "process" => false,
+        "vm" => {
+            crate::vm::check_flags(a)?;
+            true
+        }
+        i => bail!("--isolation {i:?}: use process or vm"),
+    };
     if a.detach && a.rm && a.interactive {
         bail!("-d with -i: a detached container has no input to keep open");
     }
@@ -237,6 +245,10 @@ pub fn run(s: &Store, a: &cli::Run) -> Result<ExitCode> {
     if let Err(e) = prepare(s, &record, &image, &config, &mut opts, a.user.as_deref()) {
         let _ = remove_container(s, &record);
         return Err(e.context(format!("container {name}")));
+    }
+    if vm {
+        let code = crate::vm::run(s, &record, a)?;
+        return Ok(ExitCode::from(code));
     }
     if a.detach {
         return start_detached(s, &record);

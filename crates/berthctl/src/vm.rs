@@ -1,0 +1,351 @@
+//! `berthctl run --isolation vm`: the container in a microVM of its own (docs/vm.md). The
+//! bundle is made as for a process container; then the image's layers become read-only
+//! erofs disks, the guest boots with berth-agent as its init, and the agent makes the
+//! container in the guest with libberth. berthctl stays in the foreground as the VM's
+//! monitor: it carries stdio, forwards signals and the terminal size, and reports the
+//! container's exit status as its own.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use berth_agent_proto::{Event, Request, Rootfs, Stdio};
+use berth_engine::records::now;
+use berth_engine::{Record, Store};
+use berth_microvm::{assets, layers::LayerImages, sandbox, sizing, Incoming, Sandbox};
+use berth_vm::kernel::{self, GuestKernel};
+use berth_vm::qemu::Qemu;
+
+use crate::cli;
+use crate::containers::remove_container;
+
+const STDIN: u32 = 1;
+const STDOUT: u32 = 2;
+const STDERR: u32 = 3;
+
+/// Boot to the agent's Hello under TCG on a loaded machine takes seconds; this is the
+/// bound past which the VM is declared failed.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// For one request of the agent (create mounts and starts processes).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Refuses what VM mode does not do (yet), before anything is made.
+pub fn check_flags(a: &cli::Run) -> Result<()> {
+    if a.detach {
+        bail!("--isolation vm runs in the foreground only for now: -d is not supported");
+    }
+    if !a.volume.is_empty() {
+        bail!("--isolation vm: volumes (-v) are not shared with the guest yet");
+    }
+    if a.network != "none" {
+        bail!(
+            "--isolation vm --network {}: a VM has its own kernel and network stack; use \
+             --network none",
+            a.network
+        );
+    }
+    Ok(())
+}
+
+/// Runs the prepared container `r` in a VM, in the foreground; cleans up as `run` does.
+pub fn run(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
+    let result = run_in_vm(s, r, a);
+    let code = match &result {
+        Ok(c) => Some(*c),
+        Err(_) => None,
+    };
+    finish(s, r, code);
+    result.with_context(|| format!("container {}", r.name))
+}
+
+fn run_in_vm(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
+    let dir = s.records.dir(&r.id);
+    let (config, files) = guest_spec(&dir)?;
+    // The guest mounts the layers itself: the host's mount of them is not needed.
+    let _ = s.snapshots.unmount(&r.id);
+    let kernel_dir = kernel::dir_from_env();
+    let kernel = GuestKernel::open(&kernel_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "the guest kernel at {}: {e} (scripts/vm-kernel.sh sets it up)",
+            kernel_dir.display()
+        )
+    })?;
+    let agent = assets::agent_binary()?;
+    let vm_root = s.root.join("vm");
+    let initramfs = assets::initramfs(&vm_root, &kernel, &agent)?;
+    let images = LayerImages::new(vm_root.join("layers"));
+    let mut layers = Vec::new();
+    for chain in s.snapshots.layers_of(&r.id)? {
+        layers.push(images.image(&chain, &s.snapshots.layer_dir(&chain))?);
+    }
+    let memory_limit = config["linux"]["resources"]["memory"]["limit"].as_i64();
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let run_dir = s.runtime.root.join("vm").join(&r.id[..12]);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&run_dir)
+        .with_context(|| format!("create {}", run_dir.display()))?;
+    let cfg = berth_microvm::SandboxConfig {
+        name: format!("container {}", r.name),
+        run_dir: run_dir.clone(),
+        console_log: dir.join("console.log"),
+        kernel,
+        initramfs,
+        memory_mib: sizing::memory_mib(memory_limit),
+        vcpus: sizing::vcpus(a.cpus, host_cpus),
+        layers,
+        boot_timeout: BOOT_TIMEOUT,
+    };
+    let n_layers = cfg.layers.len();
+    // Before any thread starts (the VMM's waiter, the agent's reader): they inherit the
+    // mask, so that every signal for the container reaches the signalfd.
+    let sfd = libberth::foreground::forward_signals().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let result = (|| {
+        let sb = Arc::new(Sandbox::boot(&Qemu::probe(), &cfg).map_err(anyhow::Error::msg)?);
+        let r = drive(&sb, r, a, config, files, n_layers, sfd);
+        sb.close();
+        r
+    })();
+    let _ = fs::remove_dir_all(&run_dir);
+    result
+}
+
+/// The bundle's config made for the guest: the small /etc files berthctl writes are sent
+/// along (`files/NAME`), and the image's volumes (directories on the host) are left to the
+/// image's own content in the guest's writable layer.
+fn guest_spec(dir: &Path) -> Result<(serde_json::Value, BTreeMap<String, String>)> {
+    let path = dir.join("bundle/config.json");
+    let data = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&data).with_context(|| format!("parse {}", path.display()))?;
+    let mut files = BTreeMap::new();
+    if let Some(mounts) = config["mounts"].as_array_mut() {
+        let mut kept = Vec::new();
+        for mut m in std::mem::take(mounts) {
+            let src = m["source"].as_str().map(Path::new);
+            match src {
+                Some(p) if p.starts_with(dir.join("etc")) => {
+                    let name = p
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .context("an /etc file without a name")?
+                        .to_string();
+                    let text =
+                        fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+                    m["source"] = format!("files/{name}").into();
+                    files.insert(name, text);
+                    kept.push(m);
+                }
+                Some(p) if p.starts_with(dir) => {}
+                _ => kept.push(m),
+            }
+        }
+        *mounts = kept;
+    }
+    Ok((config, files))
+}
+
+/// Creates and starts the container in the guest, pumps its stdio and signals until it
+/// exits, and powers the guest off.
+fn drive(
+    sb: &Arc<Sandbox>,
+    r: &Record,
+    a: &cli::Run,
+    config: serde_json::Value,
+    files: BTreeMap<String, String>,
+    n_layers: usize,
+    sfd: nix::sys::signalfd::SignalFd,
+) -> Result<u8> {
+    let stdio = Stdio {
+        stdin: a.interactive.then_some(STDIN),
+        stdout: Some(STDOUT),
+        stderr: (!a.tty).then_some(STDERR),
+        terminal: a.tty,
+    };
+    // A failed call, or a connection that broke: say how the VM ended too.
+    let fail = |e: String| anyhow::anyhow!("{e} ({})", sb.ended(Duration::from_secs(3)));
+    let create = Request::Create {
+        id: r.id.clone(),
+        config,
+        rootfs: Rootfs {
+            layers: (0..n_layers).map(sandbox::layer_serial).collect(),
+            upper: None,
+        },
+        stdio,
+        files,
+    };
+    sb.call(create, CALL_TIMEOUT)
+        .map_err(|e| fail(e.to_string()))?;
+    let raw = if a.tty && is_terminal(0) {
+        libberth::foreground::RawMode::enter()
+    } else {
+        None
+    };
+    let result = (|| -> Result<u8> {
+        sb.call(Request::Start { id: r.id.clone() }, CALL_TIMEOUT)
+            .map_err(|e| fail(e.to_string()))?;
+        if a.tty {
+            resize(sb, &r.id);
+        }
+        if a.interactive {
+            let sb = sb.clone();
+            std::thread::spawn(move || pump_stdin(&sb));
+        }
+        {
+            let sb = sb.clone();
+            let id = r.id.clone();
+            std::thread::spawn(move || forward(&sb, &id, sfd));
+        }
+        let code = pump_output(sb, &r.id).map_err(fail)?;
+        Ok(code)
+    })();
+    drop(raw);
+    let code = result?;
+    // The container has exited: its guest is no longer needed.
+    if let Err(e) = sb.shutdown(Duration::from_secs(30)) {
+        eprintln!("berthctl: {e}");
+    }
+    Ok(code)
+}
+
+/// Writes the container's output here until its init exits; its exit status.
+fn pump_output(sb: &Sandbox, id: &str) -> std::result::Result<u8, String> {
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
+    loop {
+        match sb.recv(None) {
+            Some(Incoming::Data { stream, bytes }) => {
+                let _ = if stream == STDERR {
+                    stderr.write_all(&bytes).and_then(|_| stderr.flush())
+                } else {
+                    stdout.write_all(&bytes).and_then(|_| stdout.flush())
+                };
+            }
+            Some(Incoming::Close { .. }) => {}
+            Some(Incoming::Event(Event::Exited {
+                id: ref got,
+                exec_id: None,
+                code,
+                oom_killed,
+            })) if got == id => {
+                if oom_killed {
+                    eprintln!(
+                        "berthctl: the container was killed for lack of memory (OOM) in its VM"
+                    );
+                }
+                return Ok(code.clamp(0, 255) as u8);
+            }
+            Some(Incoming::Event(_)) => {}
+            Some(Incoming::Ended(why)) => {
+                return Err(format!("the VM ended before the container did: {why}"))
+            }
+            None => {}
+        }
+    }
+}
+
+/// Standard input to the container, then its end.
+fn pump_stdin(sb: &Sandbox) {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        match stdin.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if sb.data(STDIN, &buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = sb.close_stream(STDIN);
+}
+
+/// Signals sent to berthctl go to the container's init; a terminal's new size to its pty.
+fn forward(sb: &Sandbox, id: &str, sfd: nix::sys::signalfd::SignalFd) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::NONE).is_err() {
+            continue;
+        }
+        while let Ok(Some(info)) = sfd.read_signal() {
+            let signal = info.ssi_signo as i32;
+            let r = match signal {
+                libc::SIGCHLD => continue,
+                libc::SIGWINCH => {
+                    resize(sb, id);
+                    continue;
+                }
+                _ => sb.call(
+                    Request::Signal {
+                        id: id.to_string(),
+                        exec_id: None,
+                        signal,
+                        all: false,
+                    },
+                    CALL_TIMEOUT,
+                ),
+            };
+            if r.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The terminal's size on fd 0, given to the container's pty.
+fn resize(sb: &Sandbox, id: &str) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we own; fd 0 is ours.
+    if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
+        let _ = sb.call(
+            Request::Resize {
+                id: id.to_string(),
+                exec_id: None,
+                rows: ws.ws_row,
+                cols: ws.ws_col,
+            },
+            CALL_TIMEOUT,
+        );
+    }
+}
+
+fn is_terminal(fd: i32) -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// After the container exits (or fails): its exit status recorded, or everything removed
+/// with --rm or on failure.
+fn finish(s: &Store, r: &Record, code: Option<u8>) {
+    match code {
+        Some(code) if !r.auto_remove => {
+            let _ = s.snapshots.unmount(&r.id);
+            if let Ok(mut rec) = s.records.load(&r.id) {
+                rec.exit_code = Some(code as i32);
+                rec.finished = Some(now());
+                if let Err(e) = s.records.save(&rec) {
+                    eprintln!("berthctl: {e:#}");
+                }
+            }
+        }
+        _ => {
+            if let Err(e) = remove_container(s, r) {
+                eprintln!("berthctl: container {}: remove: {e:#}", r.name);
+            }
+        }
+    }
+}
