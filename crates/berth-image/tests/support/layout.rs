@@ -68,6 +68,25 @@ impl Layout {
             .arg(dest));
     }
 
+    /// Adds a layer that removes `target` (a whiteout).
+    pub fn insert_whiteout(&self, tag: &str, target: &str) {
+        run(Command::new("umoci")
+            .args(["insert", "--image"])
+            .arg(format!("{}:{tag}", self.path().display()))
+            .arg("--whiteout")
+            .arg(target));
+    }
+
+    /// Adds `src` at `dest` as a new layer that hides what the layers below have there.
+    pub fn insert_opaque(&self, tag: &str, src: &Path, dest: &str) {
+        run(Command::new("umoci")
+            .args(["insert", "--image"])
+            .arg(format!("{}:{tag}", self.path().display()))
+            .arg("--opaque")
+            .arg(src)
+            .arg(dest));
+    }
+
     /// Adds a layer whose tar is `tar` (for whiteouts and hostile entries umoci would not write).
     pub fn raw_layer(&self, tag: &str, tar: &Path) {
         run(Command::new("umoci")

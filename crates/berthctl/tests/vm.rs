@@ -1,0 +1,485 @@
+//! `berthctl run --isolation vm` end to end: real guests under QEMU (TCG here) booting
+//! Debian's cloud kernel with the static berth-agent as init, real images, as root. Each
+//! test skips (and says so) without the guest kernel cache scripts/vm-kernel.sh makes.
+
+#[path = "../../berth-image/tests/support/layout.rs"]
+mod layout;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use layout::Layout;
+
+struct Ctl {
+    dir: tempfile::TempDir,
+    kernel_version: String,
+}
+
+impl Ctl {
+    /// None (after saying why) where no guest kernel is set up.
+    fn new(test: &str) -> Option<Ctl> {
+        let kernel = berth_testkit::vm_kernel_or_skip(test)?;
+        let version = std::fs::read_to_string(kernel.join("VERSION"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("kernel=").map(str::to_string))
+            .expect("kernel= in VERSION");
+        // Short: the VM's control socket lives under the run directory.
+        let dir = tempfile::Builder::new()
+            .prefix("bvm.")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        Some(Ctl {
+            dir,
+            kernel_version: version,
+        })
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berthctl"));
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--runroot")
+            .arg(self.run_dir())
+            .arg("--registries-conf")
+            .arg(self.dir.path().join("registries.toml"))
+            .args(args)
+            .env("BERTH_AGENT", berth_testkit::static_agent())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn out(&self, args: &[&str]) -> Output {
+        let o = self.cmd(args).output().unwrap();
+        eprintln!(
+            "berthctl {args:?} -> {:?}\nstdout: {}\nstderr: {}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    /// No container record, no VM directory, no VMM of this test's left.
+    fn assert_clean(&self) {
+        let ps = self.out(&["ps", "-a", "-q"]);
+        assert_eq!(
+            String::from_utf8_lossy(&ps.stdout).trim(),
+            "",
+            "containers left"
+        );
+        let vm_dirs: Vec<_> = std::fs::read_dir(self.run_dir().join("vm"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(vm_dirs.is_empty(), "VM directories left: {vm_dirs:?}");
+        let mine = self.dir.path().to_string_lossy().into_owned();
+        let vmms = processes()
+            .into_iter()
+            .filter(|(_, cmdline)| cmdline.contains("qemu-system") && cmdline.contains(&mine))
+            .collect::<Vec<_>>();
+        assert!(vmms.is_empty(), "VMMs left: {vmms:?}");
+    }
+}
+
+/// Every process on the host: pid and command line (NULs as spaces).
+fn processes() -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            out.push((pid, String::from_utf8_lossy(&c).replace('\0', " ")));
+        }
+    }
+    out
+}
+
+/// Starts berthctl with stdout piped and waits for `line` on it.
+fn spawn_until(
+    ctl: &Ctl,
+    args: &[&str],
+    line: &str,
+) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = ctl
+        .cmd(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut got = String::new();
+    out.read_line(&mut got).unwrap();
+    assert_eq!(got.trim_end(), line, "the container's first line");
+    (child, out)
+}
+
+fn wait_with_deadline(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            panic!("berthctl still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_container_runs_on_the_guest_kernel_with_its_status_stdout_and_stderr() {
+    let Some(ctl) =
+        Ctl::new("a_container_runs_on_the_guest_kernel_with_its_status_stdout_and_stderr")
+    else {
+        return;
+    };
+    let o = ctl.out(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "vm",
+        "berth-busybox",
+        "sh",
+        "-c",
+        "uname -r; cat /etc/hostname >/dev/null && echo hostname-ok; echo to-stderr >&2; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(stdout, format!("{}\nhostname-ok\n", ctl.kernel_version));
+    assert_ne!(
+        host.trim(),
+        ctl.kernel_version,
+        "the guest ran the host's kernel"
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "to-stderr\n");
+    ctl.assert_clean();
+    // The layer's disk is cached for the next run, by chain ID.
+    let disks = std::fs::read_dir(ctl.root().join("vm/layers"))
+        .unwrap()
+        .count();
+    assert_eq!(disks, 1);
+}
+
+#[test]
+fn stdin_reaches_the_container_and_its_end_too() {
+    let Some(ctl) = Ctl::new("stdin_reaches_the_container_and_its_end_too") else {
+        return;
+    };
+    let mut child = ctl
+        .cmd(&[
+            "run",
+            "--rm",
+            "-i",
+            "--isolation",
+            "vm",
+            "berth-busybox",
+            "sh",
+            "-c",
+            "tr a-z A-Z; echo eof-seen",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        // More than one Data frame's worth, so that the pipe in the guest fills and drains.
+        let big = "abc\n".repeat(300_000);
+        stdin.write_all(big.as_bytes()).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.len(), 1_200_000 + "eof-seen\n".len());
+    assert!(out.starts_with("ABC\nABC\n") && out.ends_with("ABC\neof-seen\n"));
+    ctl.assert_clean();
+}
+
+#[test]
+fn a_terminal_is_given_with_the_callers_size() {
+    let Some(ctl) = Ctl::new("a_terminal_is_given_with_the_callers_size") else {
+        return;
+    };
+    // script(1) gives berthctl a terminal of its own.
+    let cmd = ctl.cmd(&[]);
+    let mut line = format!(
+        "stty rows 40 cols 100; BERTH_AGENT={} {}",
+        berth_testkit::static_agent().display(),
+        cmd.get_program().to_string_lossy()
+    );
+    for a in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&a.to_string_lossy());
+    }
+    line.push_str(" run --rm -t --isolation vm berth-busybox sh -c 'tty; stty size; exit 5'");
+    let o = Command::new("script")
+        .args(["-eqc", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{out}");
+    assert_eq!(o.status.code(), Some(5), "{out}");
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("40 100"), "{out}");
+    ctl.assert_clean();
+}
+
+#[test]
+fn signals_reach_the_container_whose_processes_the_host_does_not_see() {
+    let Some(ctl) = Ctl::new("signals_reach_the_container_whose_processes_the_host_does_not_see")
+    else {
+        return;
+    };
+    let (mut child, mut out) = spawn_until(
+        &ctl,
+        &[
+            "run",
+            "--rm",
+            "--isolation",
+            "vm",
+            "berth-busybox",
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 7' TERM; sleep 31337 & echo ready; wait",
+        ],
+        "ready",
+    );
+    // The container's sleep runs in the guest: on the host there is only the VMM (and
+    // berthctl, whose own command line holds the words).
+    let seen: Vec<_> = processes()
+        .into_iter()
+        .filter(|(_, c)| c.starts_with("sleep") || c.contains("/bin/sleep"))
+        .collect();
+    assert!(seen.is_empty(), "container processes on the host: {seen:?}");
+    let vmm = processes()
+        .into_iter()
+        .any(|(_, c)| c.contains("qemu-system") && c.contains(&*ctl.dir.path().to_string_lossy()));
+    assert!(vmm, "no VMM for the container on the host");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = wait_with_deadline(&mut child, Duration::from_secs(60));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(st.code(), Some(7));
+    ctl.assert_clean();
+}
+
+#[test]
+fn a_memory_limit_is_enforced_in_the_guest_and_an_oom_kill_reported() {
+    let Some(ctl) = Ctl::new("a_memory_limit_is_enforced_in_the_guest_and_an_oom_kill_reported")
+    else {
+        return;
+    };
+    let o = ctl.out(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "vm",
+        "-m",
+        "32m",
+        "berth-busybox",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory.max; x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert_eq!(o.status.code(), Some(137));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "33554432\n");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("lack of memory (OOM)"),
+        "no OOM report"
+    );
+    ctl.assert_clean();
+}
+
+#[test]
+fn a_killed_vmm_fails_the_container_with_a_clear_error_and_leaves_nothing() {
+    let Some(ctl) =
+        Ctl::new("a_killed_vmm_fails_the_container_with_a_clear_error_and_leaves_nothing")
+    else {
+        return;
+    };
+    let (mut child, _out) = spawn_until(
+        &ctl,
+        &[
+            "run",
+            "--name",
+            "doomed",
+            "--isolation",
+            "vm",
+            "berth-busybox",
+            "sh",
+            "-c",
+            "echo ready; sleep 600",
+        ],
+        "ready",
+    );
+    let mine = ctl.dir.path().to_string_lossy().into_owned();
+    let (vmm, _) = processes()
+        .into_iter()
+        .find(|(_, c)| c.contains("qemu-system") && c.contains(&mine))
+        .expect("the VMM");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(vmm),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let st = wait_with_deadline(&mut child, Duration::from_secs(60));
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    eprintln!("{err}");
+    assert_eq!(st.code(), Some(125));
+    assert!(err.contains("container doomed"), "{err}");
+    assert!(
+        err.contains("the VM ended before the container did"),
+        "{err}"
+    );
+    assert!(err.contains("vmm killed by SIGKILL"), "{err}");
+    ctl.assert_clean();
+}
+
+#[test]
+fn layers_stack_in_the_guest_as_on_the_host_whiteouts_and_opaque_directories_included() {
+    let Some(ctl) = Ctl::new(
+        "layers_stack_in_the_guest_as_on_the_host_whiteouts_and_opaque_directories_included",
+    ) else {
+        return;
+    };
+    // Three layers: busybox with /etc/motd and /data/{a,b}; a whiteout of /etc/motd; /data
+    // made opaque with only c.
+    let tree = ctl.dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::create_dir_all(tree.join("data")).unwrap();
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
+    for applet in ["sh", "ls", "cat"] {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(tree.join("etc/motd"), "base\n").unwrap();
+    std::fs::write(tree.join("data/a"), "a\n").unwrap();
+    std::fs::write(tree.join("data/b"), "b\n").unwrap();
+    let newdata = ctl.dir.path().join("newdata");
+    std::fs::create_dir_all(&newdata).unwrap();
+    std::fs::write(newdata.join("c"), "c\n").unwrap();
+    let layout = Layout::new("stack");
+    layout.insert("stack", &tree, "/");
+    layout.insert_whiteout("stack", "/etc/motd");
+    layout.insert_opaque("stack", &newdata, "/data");
+    let index_path = layout.path().join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] =
+        "localhost/stack:latest".into();
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let o = ctl.out(&["load", "-i", layout.path().to_str().unwrap()]);
+    assert!(o.status.success());
+    let script =
+        "ls /data; cat /etc/motd 2>&1 || echo no-motd; echo x > /data/new && cat /data/new";
+    let mut outs = Vec::new();
+    for iso in ["process", "vm"] {
+        let o = ctl.out(&[
+            "run",
+            "--rm",
+            "--isolation",
+            iso,
+            "stack",
+            "sh",
+            "-c",
+            script,
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{iso}");
+        outs.push(String::from_utf8_lossy(&o.stdout).into_owned());
+    }
+    assert!(outs[1].starts_with("c\n"), "{}", outs[1]);
+    assert!(outs[1].contains("no-motd"), "{}", outs[1]);
+    assert_eq!(
+        outs[0], outs[1],
+        "the guest's stack differs from the host's"
+    );
+    let disks = std::fs::read_dir(ctl.root().join("vm/layers"))
+        .unwrap()
+        .count();
+    assert_eq!(disks, 3, "one disk per layer");
+    ctl.assert_clean();
+}
+
+#[test]
+fn what_vm_mode_cannot_do_is_refused_before_anything_is_made() {
+    let Some(ctl) = Ctl::new("what_vm_mode_cannot_do_is_refused_before_anything_is_made") else {
+        return;
+    };
+    for (args, words) in [
+        (vec!["-d"], "-d is not supported"),
+        (vec!["-v", "/tmp:/mnt"], "volumes (-v) are not shared"),
+        (vec!["--network", "host"], "use --network none"),
+    ] {
+        let mut all = vec!["run", "--isolation", "vm"];
+        all.extend(args);
+        all.extend(["berth-busybox", "true"]);
+        let o = ctl.out(&all);
+        assert_eq!(o.status.code(), Some(125));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(words),
+            "{all:?}"
+        );
+    }
+    let o = ctl.out(&["run", "--isolation", "kvm", "berth-busybox", "true"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("use process or vm"));
+    ctl.assert_clean();
+}
+
+/// The guest's console is kept with the container (for a failure's post-mortem) while its
+/// record is: a run without --rm leaves the record, its exit status and console.log.
+#[test]
+fn a_run_without_rm_records_the_exit_status_and_keeps_the_console() {
+    let Some(ctl) = Ctl::new("a_run_without_rm_records_the_exit_status_and_keeps_the_console")
+    else {
+        return;
+    };
+    let o = ctl.out(&[
+        "run",
+        "--name",
+        "kept",
+        "--isolation",
+        "vm",
+        "berth-busybox",
+        "sh",
+        "-c",
+        "exit 4",
+    ]);
+    assert_eq!(o.status.code(), Some(4));
+    let ps = ctl.out(&["ps", "-a", "--format", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    let c = &list[0];
+    assert_eq!(c["Names"][0], "kept", "{list}");
+    assert_eq!(c["ExitCode"], 4, "{list}");
+    let id = c["Id"].as_str().unwrap().to_string();
+    let console = ctl.root().join("containers").join(&id).join("console.log");
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    assert!(
+        text.contains("berth-agent: serving on"),
+        "{}: {text}",
+        console.display()
+    );
+    assert!(ctl.out(&["rm", "kept"]).status.success());
+    ctl.assert_clean();
+}
