@@ -69,13 +69,14 @@ pub enum Incoming {
 }
 
 type Pending = Arc<Mutex<Option<HashMap<u32, Sender<Response>>>>>;
+type SharedVm = Arc<Mutex<Option<Box<dyn Vm>>>>;
 
 /// A booted VM whose agent has said Hello. Every method takes `&self`, so that threads
 /// pumping stdio and signals can share it; [`Sandbox::close`] (or drop) kills the VM and
 /// removes what it left on the host.
 pub struct Sandbox {
     name: String,
-    vm: Mutex<Option<Box<dyn Vm>>>,
+    vm: Arc<Mutex<Option<Box<dyn Vm>>>>,
     writer: Mutex<UnixStream>,
     pending: Pending,
     next_id: AtomicU32,
@@ -194,13 +195,15 @@ impl Sandbox {
             .try_clone()
             .map_err(|e| Error::new(format!("{}: the control socket: {e}", c.name)))?;
         let p = pending.clone();
+        let vm: SharedVm = Arc::new(Mutex::new(Some(vm)));
+        let v = vm.clone();
         let reader = std::thread::Builder::new()
             .name("agent-reader".into())
-            .spawn(move || read_loop(read_half, decoder, p, tx))
+            .spawn(move || read_loop(read_half, decoder, p, tx, v))
             .map_err(|e| Error::new(format!("{}: start the reader thread: {e}", c.name)))?;
         Ok(Sandbox {
             name: c.name.clone(),
-            vm: Mutex::new(Some(vm)),
+            vm,
             writer: Mutex::new(stream),
             pending,
             next_id: AtomicU32::new(1),
@@ -369,13 +372,24 @@ impl Drop for Sandbox {
     }
 }
 
-fn read_loop(mut stream: UnixStream, mut decoder: Decoder, pending: Pending, tx: Sender<Incoming>) {
+fn read_loop(
+    mut stream: UnixStream,
+    mut decoder: Decoder,
+    pending: Pending,
+    tx: Sender<Incoming>,
+    vm: SharedVm,
+) {
+    // Set when the guest broke the protocol: it is hostile or broken, and is killed at once.
+    let mut violated = false;
     let mut buf = vec![0u8; 64 * 1024];
     let why = 'outer: loop {
         loop {
             match decoder.next_frame() {
                 Ok(None) => break,
-                Err(e) => break 'outer format!("the agent broke the protocol: {e}"),
+                Err(e) => {
+                    violated = true;
+                    break 'outer format!("the agent broke the protocol: {e}");
+                }
                 Ok(Some(Frame::Response { id, response })) => {
                     let tx = pending
                         .lock()
@@ -415,6 +429,11 @@ fn read_loop(mut stream: UnixStream, mut decoder: Decoder, pending: Pending, tx:
             Err(e) => break format!("read the control socket: {e}"),
         }
     };
+    if violated {
+        if let Some(vm) = vm.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            let _ = vm.kill();
+        }
+    }
     // Callers waiting for a response see their channel close; new calls are refused.
     pending.lock().unwrap_or_else(|p| p.into_inner()).take();
     let _ = stream.shutdown(std::net::Shutdown::Both);
