@@ -17,6 +17,14 @@ berthctl run --rm --memory 64m berth-busybox sh -c \
   'echo "hello from $(hostname) in $(cat /etc/os-release | head -1): uid $(id -u), $(ls /proc | grep -c "^[0-9]") process(es) visible"'
 berthctl images
 
+# The same image in a microVM of its own (docs/vm.md): Debian's cloud kernel, unpacked from
+# apt, and the static berth-agent as the guest's init.
+bash scripts/vm-kernel.sh
+bash scripts/build-agent.sh >/dev/null
+echo "== berthctl run --rm --isolation vm berth-busybox ..."
+berthctl run --rm --isolation vm berth-busybox sh -c \
+  'echo "hello from a VM: kernel $(uname -r) (the host runs '"$(uname -r)"'), $(ls /proc | grep -c "^[0-9]") process(es) visible"'
+
 # The low-level runtime on its own: a bundle, as runc takes one.
 
 bundle=$(mktemp -d /tmp/berth-demo.XXXXXX)

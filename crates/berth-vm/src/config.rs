@@ -135,15 +135,14 @@ impl VmConfig {
 
     /// Creates or truncates the console log, mode 0600, so that a bad path fails here and
     /// not inside the VMM.
-    pub(crate) fn create_console_log(&self) -> Result<(), ConfigError> {
+    pub(crate) fn create_console_log(&self) -> Result<std::fs::File, ConfigError> {
         OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
             .open(&self.console_log)
-            .map(drop)
             .map_err(|source| ConfigError::ConsoleLog {
                 path: self.console_log.clone(),
                 source,

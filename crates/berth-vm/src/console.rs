@@ -6,8 +6,10 @@
 //! and bounded. The last kernel event in the tail decides.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use crate::{VmExit, PANIC_LINE_MAX};
 
@@ -19,14 +21,72 @@ const PANIC: &[u8] = b"Kernel panic - not syncing";
 const POWER_DOWN: &[u8] = b"reboot: Power down";
 const RESTART: &[u8] = b"reboot: Restarting system";
 
-/// The last `TAIL_BYTES` of the file at `path`.
-pub(crate) fn read_tail(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    let mut f = File::open(path)?;
-    let len = f.metadata()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(max)))?;
-    let mut buf = Vec::new();
-    f.take(max).read_to_end(&mut buf)?;
-    Ok(buf)
+/// The most the console log file takes: the guest writes it, and could otherwise fill the
+/// host's disk. What comes after is dropped from the file (its end is still kept in memory
+/// for the exit report).
+pub const LOG_MAX: u64 = 1 << 20;
+
+const CUT_NOTE: &[u8] =
+    b"\n[berth-vm: the console log is cut at 1 MiB here; the guest's further output is dropped]\n";
+
+/// Copies what the VMM writes to the guest's serial console (a pipe) into the log file, up
+/// to [`LOG_MAX`], and keeps the last [`TAIL_BYTES`] in memory, for [`guest_exit`].
+pub(crate) struct Drain {
+    tail: Arc<Mutex<Vec<u8>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drain {
+    pub(crate) fn start(pipe: OwnedFd, log: File) -> io::Result<Drain> {
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let t = Arc::clone(&tail);
+        let thread = std::thread::Builder::new()
+            .name("berth-vm-console".into())
+            .spawn(move || drain(File::from(pipe), log, &t, LOG_MAX))?;
+        Ok(Drain {
+            tail,
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits for the pipe's end (the VMM has exited) and returns the console's tail.
+    pub(crate) fn finish(&mut self) -> Vec<u8> {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.tail.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn drain(mut pipe: File, mut log: File, tail: &Mutex<Vec<u8>>, max: u64) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut written = 0u64;
+    let mut cut = false;
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        if written < max {
+            let k = (n as u64).min(max - written) as usize;
+            // A log that cannot be written loses lines, not the VM.
+            let _ = log.write_all(&buf[..k]);
+            written += k as u64;
+        }
+        if written >= max && !cut {
+            let _ = log.write_all(CUT_NOTE);
+            cut = true;
+        }
+        let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+        t.extend_from_slice(&buf[..n]);
+        let keep = TAIL_BYTES as usize;
+        if t.len() > 2 * keep {
+            let cut_at = t.len() - keep;
+            t.drain(..cut_at);
+        }
+    }
 }
 
 /// What a guest whose VMM exited with status 0 said last: a panic, a power-off, or
@@ -104,6 +164,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_log_is_capped_and_the_tail_kept_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let log = File::create(&path).unwrap();
+        let (rd, wr) = nix::unistd::pipe().unwrap();
+        let mut drain = Drain::start(rd, log).unwrap();
+        let mut w = File::from(wr);
+        let line = [b'x'; 1023];
+        for _ in 0..3 * 1024 {
+            w.write_all(&line).unwrap();
+            w.write_all(b"\n").unwrap();
+        }
+        w.write_all(b"[    9.9] Kernel panic - not syncing: the end\n")
+            .unwrap();
+        drop(w);
+        let tail = drain.finish();
+        let file = std::fs::read(&path).unwrap();
+        assert_eq!(file.len() as u64, LOG_MAX + CUT_NOTE.len() as u64);
+        assert!(file.ends_with(CUT_NOTE));
+        assert!(tail.len() as u64 >= TAIL_BYTES);
+        assert_eq!(
+            guest_exit(&tail),
+            VmExit::Panic {
+                line: "Kernel panic - not syncing: the end".into()
+            }
+        );
+    }
+
+    #[test]
     fn a_power_down_is_a_poweroff() {
         let log = b"[    2.5] ACPI: PM: Preparing to enter system sleep state S5\n\
                     [    2.5] reboot: Power down\n";
@@ -163,16 +252,5 @@ mod tests {
         assert!(line.len() <= PANIC_LINE_MAX, "{}", line.len());
         assert!(line.contains("\\x1b[2J\\x00\\xff"), "{line}");
         assert!(line.bytes().all(|b| b == b' ' || b.is_ascii_graphic()));
-    }
-
-    #[test]
-    fn the_tail_is_the_end_of_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("console.log");
-        let mut data = vec![b'x'; 100];
-        data.extend_from_slice(b"END");
-        std::fs::write(&path, &data).unwrap();
-        assert_eq!(read_tail(&path, 5).unwrap(), b"xxEND");
-        assert_eq!(read_tail(&path, 1000).unwrap(), data);
     }
 }

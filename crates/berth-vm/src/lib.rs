@@ -35,6 +35,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use config::{BlockDevice, ConfigError, ControlChannel, VmConfig, CONTROL_PORT_NAME};
+pub use console::LOG_MAX as CONSOLE_LOG_MAX;
 
 /// A way to run VMs: one per backend (QEMU now; an own VMM on rust-vmm later).
 pub trait Hypervisor: Send + Sync {

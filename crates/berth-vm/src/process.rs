@@ -84,7 +84,12 @@ impl VmmProcess {
         let thread = thread::Builder::new()
             .name("berth-vmm-wait".into())
             .spawn(move || {
-                let child = match cmd.spawn() {
+                let spawned = cmd.spawn();
+                // The Command holds this side's copies of the child's stdio (the console
+                // pipe's write end among them): closed now, so that a reader sees the end
+                // when the VMM exits.
+                drop(cmd);
+                let child = match spawned {
                     Ok(child) => child,
                     Err(e) => {
                         let _ = started_tx.send(Err(e));

@@ -113,7 +113,9 @@ impl Qemu {
         let cmdline = compose_cmdline(&self.own_cmdline(), &config.cmdline)?;
         a.push("-append").push(cmdline);
         a.push("-chardev")
-            .push(opts("file,id=console,path=", &config.console_log));
+            // The serial console goes to QEMU's stdout, a pipe that berth-vm drains into the
+            // log with a size cap (console::Drain): the guest cannot fill the disk.
+            .push("file,id=console,path=/dev/stdout");
         a.push("-serial").push("chardev:console");
         if let Some(control) = &config.control {
             a.push("-chardev").push(opts(
@@ -164,7 +166,16 @@ impl Hypervisor for Qemu {
     fn boot(&self, config: &VmConfig) -> Result<Box<dyn Vm>, VmError> {
         config.validate()?;
         let args = self.args(config)?;
-        config.create_console_log()?;
+        let log = config.create_console_log()?;
+        let (console_rd, console_wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| VmError::Spawn {
+                binary: self.binary.clone(),
+                source: e.into(),
+            })?;
+        let drain = console::Drain::start(console_rd, log).map_err(|source| VmError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
         let stderr = stderr_buffer().map_err(VmError::StderrBuffer)?;
         let child_stderr = stderr.try_clone().map_err(|source| VmError::Spawn {
             binary: self.binary.clone(),
@@ -174,7 +185,7 @@ impl Hypervisor for Qemu {
         cmd.args(&args)
             .env_clear()
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(console_wr))
             .stderr(Stdio::from(child_stderr));
         let process = VmmProcess::spawn(cmd).map_err(|source| VmError::Spawn {
             binary: self.binary.clone(),
@@ -185,6 +196,7 @@ impl Hypervisor for Qemu {
             process,
             stderr: File::from(stderr),
             console_log: config.console_log.clone(),
+            console: drain,
             control_socket: config.control.as_ref().map(|c| c.socket.clone()),
             exit: None,
         };
@@ -199,6 +211,7 @@ pub struct QemuVm {
     process: VmmProcess,
     stderr: File,
     console_log: PathBuf,
+    console: console::Drain,
     control_socket: Option<PathBuf>,
     exit: Option<VmExit>,
 }
@@ -260,17 +273,9 @@ impl QemuVm {
         lines.join("; ")
     }
 
-    fn exit_of(&self, exit: ProcessExit) -> Result<VmExit, VmError> {
+    fn exit_of(&mut self, exit: ProcessExit) -> Result<VmExit, VmError> {
         Ok(match exit {
-            ProcessExit::Exited(0) => {
-                let tail = console::read_tail(&self.console_log, console::TAIL_BYTES).map_err(
-                    |source| VmError::ConsoleLog {
-                        path: self.console_log.clone(),
-                        source,
-                    },
-                )?;
-                console::guest_exit(&tail)
-            }
+            ProcessExit::Exited(0) => console::guest_exit(&self.console.finish()),
             ProcessExit::Exited(code) => VmExit::VmmFailed {
                 code,
                 stderr: self.stderr_tail(),
@@ -507,7 +512,7 @@ mod tests {
         );
         assert_eq!(
             value_of(&args, "-chardev"),
-            ["file,id=console,path=/run/vm/console.log"]
+            ["file,id=console,path=/dev/stdout"]
         );
     }
 
@@ -573,7 +578,10 @@ mod tests {
                 "virtio-blk-device,drive=disk1"
             ]
         );
-        assert_eq!(value_of(&args, "-chardev"), ["file,id=console,path=/c,,1"]);
+        assert_eq!(
+            value_of(&args, "-chardev"),
+            ["file,id=console,path=/dev/stdout"]
+        );
     }
 
     /// A config whose files exist, for backends that never read them.

@@ -280,6 +280,33 @@ fn a_guest_panic_is_reported_with_its_line() {
     g.assert_nothing_left();
 }
 
+#[test]
+fn a_guest_that_floods_its_console_cannot_grow_the_log_past_its_cap() {
+    let Some(g) = Guest::new("a_guest_that_floods_its_console_cannot_grow_the_log_past_its_cap")
+    else {
+        return;
+    };
+    // About 1.9 MB of lines, then init exits (a panic): the panic is still reported from
+    // the console's end, which the capped file no longer holds.
+    let config = g.config(&format!(
+        "{PRELUDE}seq 1000000 1270000\necho 'berth-test: init exits'\nexit 3\n"
+    ));
+    let mut vm = g.qemu.boot(&config).expect("boot");
+    let exit = vm.wait(TIMEOUT).expect("wait");
+    let VmExit::Panic { line } = &exit else {
+        panic!("not a panic: {exit:?}");
+    };
+    assert!(line.contains("Attempted to kill init"), "{line}");
+    let size = std::fs::metadata(g.path("console.log")).unwrap().len();
+    assert!(
+        (berth_vm::CONSOLE_LOG_MAX..berth_vm::CONSOLE_LOG_MAX + 200).contains(&size),
+        "console log of {size} bytes"
+    );
+    assert!(g.console().contains("the console log is cut at 1 MiB"));
+    drop(vm);
+    g.assert_nothing_left();
+}
+
 const IDLE_INIT: &str = "while :; do sleep 1; done\n";
 
 #[test]
