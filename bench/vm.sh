@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # VM isolation's cost, in one run (docs/vm.md, docs/benchmark.md):
 #
-#   (a) start  wall clock from the command to its exit of
+#   (a) start  wall clock from the command to its first output, and to its exit, of
 #              - `berthctl run --rm --isolation vm berth-busybox echo hi` (VM mode: boot, agent,
-#                container, output, power-off),
+#                container, output, then power-off),
 #              - plain QEMU booting the same kernel with the same settings to a trivial busybox
 #                /init that prints a line and powers off (crates/berth-microvm/examples/
-#                plainboot.rs): the floor VM mode is measured against,
+#                plainboot.rs, timed from the backend's setup to the line on the console):
+#                the floor VM mode is measured against,
 #              - `berthctl run --rm berth-busybox echo hi` (process mode),
 #              RUNS times each, interleaved, after one warm-up run each (which makes the
-#              cached initramfs and layer disk). Berth's overhead = VM mode / plain QEMU - 1.
+#              cached initramfs and layer disk). Berth's overhead = VM mode's first output /
+#              plain QEMU's init line - 1.
 #   (b) memory of one idle VM container (`sleep`): the VMM's RSS and PSS, berthctl's PSS
 #              (it is the VM's monitor in the foreground) and the guest memory it was given.
 #
@@ -46,15 +48,23 @@ cleanup() {
 trap cleanup EXIT
 ctl=("$bin/berthctl" --root "$work/root" --runroot "$work/run")
 
-now() { date +%s.%N; }
-timed() { # command... -> seconds on stdout
-  local t0 t1
-  t0=$(now)
-  "$@" >/dev/null 2>"$work/err" || { echo "vm.sh: failed: $* : $(cat "$work/err")" >&2; exit 1; }
-  t1=$(now)
-  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f\n", b - a}' 
+# command... -> "seconds-to-first-stdout-byte seconds-to-exit"
+timed() {
+  python3 - "$@" <<'PY'
+import subprocess, sys, time
+t0 = time.monotonic()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+p.stdout.read(1)
+first = time.monotonic() - t0
+p.stdout.read()
+err = p.stderr.read()
+if p.wait() != 0:
+    sys.exit("vm.sh: failed: %s: %s" % (sys.argv[1:], err.decode(errors="replace")))
+print("%.3f %.3f" % (first, time.monotonic() - t0))
+PY
 }
-median() { sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f", m}'; }
+# median of column $1
+median() { awk -v c="$1" '{print $c}' | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f", m}'; }
 
 echo "== warm-up (caches the initramfs and the layer disk)" >&2
 "${ctl[@]}" run --rm --isolation vm berth-busybox echo hi >/dev/null
@@ -68,10 +78,11 @@ for i in $(seq 1 "$RUNS"); do
   "$bin/examples/plainboot" 512 1 >>"$work/plain.t"
   timed "${ctl[@]}" run --rm berth-busybox echo hi >>"$work/proc.t"
 done
-vm=$(median <"$work/vm.t"); plain=$(median <"$work/plain.t"); proc=$(median <"$work/proc.t")
+vm=$(median 1 <"$work/vm.t"); plain=$(median 1 <"$work/plain.t"); proc=$(median 1 <"$work/proc.t")
+vm_exit=$(median 2 <"$work/vm.t"); plain_exit=$(median 2 <"$work/plain.t"); proc_exit=$(median 2 <"$work/proc.t")
 
 echo "== idle VM memory" >&2
-"${ctl[@]}" run --rm --isolation vm berth-busybox sh -c 'echo ready; exec sleep 600' >"$work/idle.out" 2>&1 &
+"${ctl[@]}" run --rm --isolation vm berth-busybox sh -c 'trap "exit 0" TERM; echo ready; sleep 600 & wait' >"$work/idle.out" 2>&1 &
 monitor=$!
 for _ in $(seq 1 600); do grep -q ready "$work/idle.out" 2>/dev/null && break; sleep 0.1; done
 sleep "${SETTLE:-3}"
@@ -89,13 +100,13 @@ cat <<EOT
 ## VM mode (bench/vm.sh, $(date -u +%Y-%m-%d), $RUNS runs, accel $accel)
 $qemu_v; guest kernel $kernel_v; $(nproc) host CPUs
 
-| measure | median |
-|---|---|
-| plain QEMU, same kernel and settings, trivial /init to power-off | ${plain} s |
-| \`berthctl run --rm --isolation vm berth-busybox echo hi\` | ${vm} s |
-| Berth's overhead over plain QEMU | $(awk -v a="$vm" -v b="$plain" 'BEGIN {printf "%.0f", (a / b - 1) * 100}')% |
-| \`berthctl run --rm berth-busybox echo hi\` (process mode) | ${proc} s |
-| VM mode / process mode | $(awk -v a="$vm" -v b="$proc" 'BEGIN {printf "%.1f", a / b}')x |
+| median of $RUNS | first output | exit |
+|---|---|---|
+| plain QEMU, same kernel and settings, trivial /init | ${plain} s | ${plain_exit} s |
+| \`berthctl run --rm --isolation vm berth-busybox echo hi\` | ${vm} s | ${vm_exit} s |
+| Berth's overhead over plain QEMU | $(awk -v a="$vm" -v b="$plain" 'BEGIN {printf "%.0f", (a / b - 1) * 100}')% | $(awk -v a="$vm_exit" -v b="$plain_exit" 'BEGIN {printf "%.0f", (a / b - 1) * 100}')% |
+| \`berthctl run --rm berth-busybox echo hi\` (process mode) | ${proc} s | ${proc_exit} s |
+| VM mode / process mode | $(awk -v a="$vm" -v b="$proc" 'BEGIN {printf "%.0f", a / b}')x | $(awk -v a="$vm_exit" -v b="$proc_exit" 'BEGIN {printf "%.0f", a / b}')x |
 
 | idle VM container (\`sleep\`) | KiB |
 |---|---|

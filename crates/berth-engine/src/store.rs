@@ -198,7 +198,20 @@ impl Store {
         }
         let chains: BTreeSet<Digest> = images.iter().flat_map(|i| i.chain()).collect();
         let layers = self.snapshots.prune(&chains)?.len();
+        // VM mode's disk images of layers go with the layers.
+        let left: BTreeSet<Digest> = self.snapshots.layers()?.into_iter().collect();
+        berth_microvm::layers::LayerImages::new(self.vm_dir().join("layers"))
+            .prune(&left)
+            .map_err(|e| Error::Io {
+                context: format!("prune {}", self.vm_dir().join("layers").display()),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         Ok((blobs, layers))
+    }
+
+    /// VM mode's files: the guest initramfs and the layers' disk images (docs/vm.md).
+    pub fn vm_dir(&self) -> PathBuf {
+        self.root.join("vm")
     }
 
     /// The image config of a stored image.

@@ -58,10 +58,11 @@ pub struct Qemu {
 
 impl Qemu {
     /// A backend running `binary` with `accel` (from [`crate::accel::probe`], or forced).
-    /// Under TCG it measures the host's TSC frequency once, here (about 50 ms).
+    /// Under TCG it needs the host's TSC frequency: measured once per host boot (about
+    /// 50 ms) and kept in [`TSC_CACHE`] for the processes that come after.
     pub fn new(binary: impl Into<PathBuf>, accel: AccelProbe) -> Self {
         let tsc_khz = match accel.accel {
-            Accel::Tcg => host_tsc_khz(),
+            Accel::Tcg => cached_tsc_khz(Path::new(TSC_CACHE)),
             Accel::Kvm => None,
         };
         Self {
@@ -415,6 +416,37 @@ fn stderr_buffer() -> nix::Result<OwnedFd> {
 
 /// The host's TSC frequency in kHz, measured against the monotonic clock; `None` where it
 /// cannot be measured (not x86-64, or a clock that makes no sense).
+/// Where the measured TSC frequency is kept, with the host's boot ID (a tmpfs: it goes with
+/// the boot, and a new boot measures again).
+pub const TSC_CACHE: &str = "/run/berth-vm/tsc-khz";
+
+/// The TSC frequency from `cache` when it was measured in this host boot, else measured
+/// now and written there (best effort: a cache that cannot be written is measured again
+/// next time).
+fn cached_tsc_khz(cache: &Path) -> Option<u64> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let boot_id = boot_id.trim();
+    if let Ok(text) = std::fs::read_to_string(cache) {
+        if let Some((id, khz)) = text.trim().split_once(' ') {
+            if let Ok(khz) = khz.parse::<u64>() {
+                if id == boot_id && (100_000..=10_000_000).contains(&khz) {
+                    return Some(khz);
+                }
+            }
+        }
+    }
+    let khz = host_tsc_khz()?;
+    if let Some(dir) = cache.parent() {
+        let _ = std::fs::create_dir_all(dir);
+        let tmp = dir.join(format!(".tsc-khz.{}", std::process::id()));
+        if std::fs::write(&tmp, format!("{boot_id} {khz}\n")).is_ok() {
+            let _ = std::fs::rename(&tmp, cache);
+        }
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Some(khz)
+}
+
 fn host_tsc_khz() -> Option<u64> {
     let mut samples = Vec::new();
     for _ in 0..5 {
@@ -658,6 +690,25 @@ mod tests {
         assert!(!listening(&path));
         let _l = std::os::unix::net::UnixListener::bind(&path).unwrap();
         assert!(listening(&path));
+    }
+
+    #[test]
+    fn the_tsc_frequency_is_measured_once_per_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("sub/tsc-khz");
+        let khz = cached_tsc_khz(&cache).expect("a measurement");
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&cache).unwrap(),
+            format!("{} {khz}\n", boot_id.trim())
+        );
+        // A value of this boot is taken as it is; one of another boot, or nonsense, is not.
+        std::fs::write(&cache, format!("{} 1234567\n", boot_id.trim())).unwrap();
+        assert_eq!(cached_tsc_khz(&cache), Some(1_234_567));
+        std::fs::write(&cache, "other-boot 1234567\n").unwrap();
+        assert_ne!(cached_tsc_khz(&cache), Some(1_234_567));
+        std::fs::write(&cache, format!("{} 5\n", boot_id.trim())).unwrap();
+        assert_ne!(cached_tsc_khz(&cache), Some(5));
     }
 
     #[test]

@@ -77,7 +77,7 @@ fn run_in_vm(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
         )
     })?;
     let agent = assets::agent_binary()?;
-    let vm_root = s.root.join("vm");
+    let vm_root = s.vm_dir();
     let initramfs = assets::initramfs(&vm_root, &kernel, &agent)?;
     let images = LayerImages::new(vm_root.join("layers"));
     let mut layers = Vec::new();
