@@ -33,6 +33,9 @@ pub struct Record {
     pub detached: bool,
     pub exit_code: Option<i32>,
     pub finished: Option<u64>,
+    /// "vm" for a container in a VM of its own (docs/vm.md); absent for a process one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
 }
 
 /// The directory of container records.
@@ -194,6 +197,7 @@ mod tests {
             detached: true,
             exit_code: None,
             finished: None,
+            isolation: None,
         }
     }
 

@@ -53,6 +53,7 @@ fn an_image_in_use_by_either_front_end_is_kept() {
         detached: false,
         exit_code: None,
         finished: None,
+        isolation: None,
     };
     s.records.create(&rec).unwrap();
     s.snapshots.prepare("c0ffee", &s.content, &img).unwrap();

@@ -40,6 +40,9 @@ fn runtime_pid(s: &Store, id: &str) -> Option<i32> {
 
 /// A status line as podman shows it.
 pub fn status_text(s: &Store, r: &Record) -> (String, bool) {
+    if crate::vm::is_vm(r) && crate::vm::monitor(s, r).is_some() {
+        return ("Up".into(), true);
+    }
     match runtime_status(s, &r.id).as_deref() {
         Some("running") => ("Up".into(), true),
         Some("paused") => ("Paused".into(), true),
@@ -153,6 +156,10 @@ fn wait_stopped(s: &Store, id: &str, limit: Duration) -> bool {
 
 /// Sends the stop signal, then SIGKILL to all after `timeout`.
 pub fn stop_one(s: &Store, r: &Record, timeout: Duration) -> Result<()> {
+    if crate::vm::is_vm(r) {
+        let sig = parse_signal(r.stop_signal.as_deref().unwrap_or("TERM"))?;
+        return crate::vm::stop(s, r, sig, timeout);
+    }
     match runtime_status(s, &r.id).as_deref() {
         Some("running") | Some("paused") | Some("created") => {}
         _ => return Ok(()),
@@ -195,6 +202,9 @@ pub fn kill(s: &Store, a: &cli::Kill) -> Result<ExitCode> {
     let mut failed = false;
     for c in &a.containers {
         let r = find_record(s, c).and_then(|r| {
+            if crate::vm::is_vm(&r) {
+                return crate::vm::signal(s, &r, sig);
+            }
             match runtime_status(s, &r.id).as_deref() {
                 Some("running") | Some("paused") | Some("created") => {}
                 _ => bail!("container {} is not running", r.name),
@@ -241,6 +251,19 @@ pub fn rm(s: &Store, a: &cli::Rm) -> Result<ExitCode> {
     let mut failed = false;
     for c in &a.containers {
         let res = find_record(s, c).and_then(|r| {
+            if crate::vm::is_vm(&r) && crate::vm::monitor(s, &r).is_some() {
+                if !a.force {
+                    bail!(
+                        "container {} is running: stop it first, or use --force",
+                        r.name
+                    );
+                }
+                crate::vm::stop(s, &r, libc::SIGKILL, Duration::ZERO)?;
+                // With --rm its monitor has removed it already.
+                if s.records.load(&r.id).is_err() {
+                    return Ok(());
+                }
+            }
             let running = matches!(
                 runtime_status(s, &r.id).as_deref(),
                 Some("running") | Some("paused")
@@ -275,6 +298,12 @@ pub fn rm(s: &Store, a: &cli::Rm) -> Result<ExitCode> {
 pub fn exec(s: &Store, a: &cli::Exec) -> Result<ExitCode> {
     use libberth::foreground::{forward_signals, wait_loop, RawMode};
     let r = find_record(s, &a.container)?;
+    if crate::vm::is_vm(&r) {
+        bail!(
+            "container {}: exec into a VM container is not supported yet (docs/vm.md)",
+            r.name
+        );
+    }
     if runtime_status(s, &r.id).as_deref() != Some("running") {
         bail!("container {} is not running", r.name);
     }

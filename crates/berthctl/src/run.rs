@@ -235,6 +235,7 @@ pub fn run(s: &Store, a: &cli::Run) -> Result<ExitCode> {
         detached: a.detach,
         exit_code: None,
         finished: None,
+        isolation: vm.then(|| "vm".to_string()),
     };
     match s.records.create(&record) {
         Err(berth_engine::Error::NameTaken(n)) => {

@@ -53,6 +53,108 @@ pub fn check_flags(a: &cli::Run) -> Result<()> {
     Ok(())
 }
 
+/// Whether `r` runs (or ran) in a VM.
+pub fn is_vm(r: &Record) -> bool {
+    r.isolation.as_deref() == Some("vm")
+}
+
+/// The VM's run directory on the host: the control socket, the monitor file, the kill mark.
+fn run_dir(s: &Store, r: &Record) -> std::path::PathBuf {
+    s.runtime.root.join("vm").join(&r.id[..12])
+}
+
+/// The running VM container's monitor (the foreground berthctl) and its VMM, from the
+/// monitor file, if that process still runs (checked by its start time against pid reuse).
+pub fn monitor(s: &Store, r: &Record) -> Option<(i32, Option<i32>)> {
+    let text = fs::read_to_string(run_dir(s, r).join("monitor")).ok()?;
+    let mut w = text.split_whitespace();
+    let pid: i32 = w.next()?.parse().ok()?;
+    let start: u64 = w.next()?.parse().ok()?;
+    let vmm: Option<i32> = w.next().and_then(|v| v.parse().ok());
+    (start_time(pid) == Some(start)).then_some((pid, vmm))
+}
+
+/// Field 22 of /proc/PID/stat: when the process started.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn write_monitor(dir: &Path, vmm: Option<u32>) -> Result<()> {
+    let me = std::process::id() as i32;
+    let start = start_time(me).context("read this process's start time")?;
+    let text = match vmm {
+        Some(v) => format!("{me} {start} {v}\n"),
+        None => format!("{me} {start}\n"),
+    };
+    let tmp = dir.join(".monitor");
+    fs::write(&tmp, text).with_context(|| format!("write {}", tmp.display()))?;
+    fs::rename(&tmp, dir.join("monitor"))
+        .with_context(|| format!("write {}/monitor", dir.display()))
+}
+
+/// Sends `sig` to a running VM container's init: through its monitor, which forwards what
+/// it receives; SIGKILL (which no process can forward) kills the VM, and the container
+/// with it, recorded as killed (137).
+pub fn signal(s: &Store, r: &Record, sig: i32) -> Result<()> {
+    let Some((pid, vmm)) = monitor(s, r) else {
+        bail!("container {} is not running", r.name);
+    };
+    if sig == libc::SIGSTOP {
+        bail!(
+            "container {}: SIGSTOP cannot be sent to a VM container",
+            r.name
+        );
+    }
+    if sig == libc::SIGKILL {
+        let vmm = vmm.with_context(|| format!("container {}: its VM is still starting", r.name))?;
+        let mark = run_dir(s, r).join("killed");
+        fs::write(&mark, b"").with_context(|| format!("write {}", mark.display()))?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(vmm),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .with_context(|| format!("container {}: kill its VMM {vmm}", r.name))?;
+        return Ok(());
+    }
+    let signal = nix::sys::signal::Signal::try_from(sig)
+        .with_context(|| format!("signal {sig}: not a signal"))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .with_context(|| format!("container {}: signal its monitor {pid}", r.name))
+}
+
+/// `stop`: `sig`, then SIGKILL after `timeout`; returns once the monitor has finished.
+pub fn stop(s: &Store, r: &Record, sig: i32, timeout: Duration) -> Result<()> {
+    if monitor(s, r).is_none() {
+        return Ok(());
+    }
+    let gone = |limit: Duration| {
+        let t = std::time::Instant::now();
+        while monitor(s, r).is_some() {
+            if t.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    };
+    if sig != libc::SIGKILL {
+        signal(s, r, sig)?;
+        if gone(timeout) {
+            return Ok(());
+        }
+    }
+    signal(s, r, libc::SIGKILL)?;
+    if !gone(Duration::from_secs(10)) {
+        bail!(
+            "container {}: still running 10 s after its VM was killed",
+            r.name
+        );
+    }
+    Ok(())
+}
+
 /// Runs the prepared container `r` in a VM, in the foreground; cleans up as `run` does.
 pub fn run(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
     let result = run_in_vm(s, r, a);
@@ -86,12 +188,13 @@ fn run_in_vm(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
     }
     let memory_limit = config["linux"]["resources"]["memory"]["limit"].as_i64();
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let run_dir = s.runtime.root.join("vm").join(&r.id[..12]);
+    let run_dir = run_dir(s, r);
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&run_dir)
         .with_context(|| format!("create {}", run_dir.display()))?;
+    write_monitor(&run_dir, None)?;
     let cfg = berth_microvm::SandboxConfig {
         name: format!("container {}", r.name),
         run_dir: run_dir.clone(),
@@ -109,7 +212,17 @@ fn run_in_vm(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
     let sfd = libberth::foreground::forward_signals().map_err(|e| anyhow::anyhow!("{e}"))?;
     let result = (|| {
         let sb = Arc::new(Sandbox::boot(&Qemu::probe(), &cfg).map_err(anyhow::Error::msg)?);
-        let r = drive(&sb, r, a, config, files, n_layers, sfd);
+        write_monitor(&run_dir, sb.vmm_pid())?;
+        let killed = run_dir.join("killed");
+        let r = drive(&sb, r, a, config, files, n_layers, sfd).or_else(|e| {
+            // `berthctl kill -s KILL` (or stop's last resort) killed the VM: the container
+            // was killed, which is no failure of berthctl's.
+            if killed.exists() {
+                Ok(137)
+            } else {
+                Err(e)
+            }
+        });
         sb.close();
         r
     })();

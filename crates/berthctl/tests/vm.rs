@@ -483,3 +483,63 @@ fn a_run_without_rm_records_the_exit_status_and_keeps_the_console() {
     assert!(ctl.out(&["rm", "kept"]).status.success());
     ctl.assert_clean();
 }
+
+#[test]
+fn a_running_vm_container_is_listed_stopped_killed_and_removed_from_another_command() {
+    let Some(ctl) = Ctl::new(
+        "a_running_vm_container_is_listed_stopped_killed_and_removed_from_another_command",
+    ) else {
+        return;
+    };
+    let stdout = |args: &[&str]| String::from_utf8_lossy(&ctl.out(args).stdout).into_owned();
+    let script = "trap 'echo got TERM; exit 7' TERM; echo ready; sleep 600 & wait";
+    let run = |name: &str, extra: &[&str]| {
+        let mut args = vec!["run", "--name", name, "--isolation", "vm"];
+        args.extend(extra);
+        args.extend(["berth-busybox", "sh", "-c", script]);
+        spawn_until(&ctl, &args, "ready")
+    };
+
+    // stop: the image's stop signal reaches the container's init through the monitor.
+    let (mut child, mut out) = run("s1", &[]);
+    let ps = stdout(&["ps"]);
+    assert!(ps.contains("s1") && ps.contains("Up"), "{ps}");
+    let o = ctl.out(&["exec", "s1", "true"]);
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("exec into a VM container is not supported yet"));
+    assert!(ctl.out(&["stop", "-t", "30", "s1"]).status.success());
+    assert_eq!(
+        wait_with_deadline(&mut child, Duration::from_secs(60)).code(),
+        Some(7)
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "got TERM\n");
+    let ps = stdout(&["ps", "-a"]);
+    assert!(ps.contains("Exited (7)"), "{ps}");
+    assert!(!stdout(&["ps"]).contains("s1"));
+    assert!(ctl.out(&["rm", "s1"]).status.success());
+
+    // kill -s KILL: no process can forward it, so the VM is killed; recorded as 137.
+    let (mut child, _out) = run("k1", &[]);
+    assert!(ctl.out(&["kill", "-s", "KILL", "k1"]).status.success());
+    assert_eq!(
+        wait_with_deadline(&mut child, Duration::from_secs(60)).code(),
+        Some(137)
+    );
+    assert!(stdout(&["ps", "-a"]).contains("Exited (137)"));
+    assert!(ctl.out(&["rm", "k1"]).status.success());
+
+    // rm -f of a running --rm container.
+    let (mut child, _out) = run("r1", &["--rm"]);
+    assert!(
+        !ctl.out(&["rm", "r1"]).status.success(),
+        "rm without -f of a running container"
+    );
+    assert!(ctl.out(&["rm", "-f", "r1"]).status.success());
+    assert_eq!(
+        wait_with_deadline(&mut child, Duration::from_secs(60)).code(),
+        Some(137)
+    );
+    ctl.assert_clean();
+}
