@@ -1309,28 +1309,33 @@ fn a_container_whose_shim_and_process_died_unseen_shows_exited_unknown() {
         .unwrap();
     b.start_ctr(&ctr).unwrap();
     b.kill9();
-    // The container's processes (its cgroup names it), then the shim and the pause.
-    let mut victims: Vec<i32> = fs::read_dir("/proc")
+    // The shim and the pause first, then the container's processes (its cgroup names
+    // them): killed the other way round, the shim may see the container's exit before its
+    // own death, and record it.
+    let kill_all = |victims: &[i32]| {
+        assert!(!victims.is_empty());
+        for pid in victims {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        wait_for("the killed processes to go", || {
+            victims
+                .iter()
+                .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+                .then_some(())
+        });
+    };
+    kill_all(&processes_with(&pod));
+    let in_cgroup: Vec<i32> = fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|t| t.contains(&ctr))
         })
         .collect();
-    victims.extend(processes_with(&pod));
-    assert!(!victims.is_empty());
-    for pid in &victims {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(*pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    wait_for("the killed processes to go", || {
-        victims
-            .iter()
-            .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
-            .then_some(())
-    });
+    kill_all(&in_cgroup);
     // The shim's socket file stays behind, as after a crash: nobody answers on it.
     b.spawn();
     let s = b.status(&ctr).unwrap();
