@@ -261,10 +261,11 @@ fn signals_reach_the_container_whose_processes_the_host_does_not_see() {
         "ready",
     );
     // The container's sleep runs in the guest: on the host there is only the VMM (and
-    // berthctl, whose own command line holds the words).
+    // berthctl, whose own command line holds the words inside its sh -c script). The
+    // number is the container's own, so that no other sleep on the host matches.
     let seen: Vec<_> = processes()
         .into_iter()
-        .filter(|(_, c)| c.starts_with("sleep") || c.contains("/bin/sleep"))
+        .filter(|(_, c)| c.trim_end() == "sleep 31337")
         .collect();
     assert!(seen.is_empty(), "container processes on the host: {seen:?}");
     let vmm = processes()
