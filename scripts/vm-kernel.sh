@@ -18,7 +18,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 cache="${BERTH_VM_KERNEL_DIR:-/var/cache/berth/vm-kernel}"
-wanted="${BERTH_VM_KERNEL_MODULES:-virtio_mmio virtio_blk virtio_console erofs overlay}"
+wanted="${BERTH_VM_KERNEL_MODULES:-virtio_mmio virtio_blk virtio_console erofs overlay virtiofs}"
 meta=linux-image-cloud-amd64
 
 die() { echo "vm-kernel.sh: $*" >&2; exit 1; }

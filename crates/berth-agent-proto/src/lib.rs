@@ -118,6 +118,10 @@ pub enum Request {
         /// and a bind mount whose source is relative (`files/hosts`) is resolved there.
         #[serde(default)]
         files: std::collections::BTreeMap<String, String>,
+        /// virtio-fs tags of host directories: the agent mounts each in the container's
+        /// directory, and a bind mount whose source is `volumes/TAG` is resolved there.
+        #[serde(default)]
+        volumes: Vec<String>,
     },
     Start {
         id: String,

@@ -89,6 +89,7 @@ fn host_frames_round_trip_for_the_agent() {
                     terminal: false,
                 },
                 files: [("hosts".to_string(), "127.0.0.1\tlocalhost\n".to_string())].into(),
+                volumes: vec!["berth-v0".into()],
             },
         },
         Frame::Request {

@@ -430,7 +430,8 @@ impl<S: Read + Write + AsFd> Agent<'_, S> {
                 rootfs,
                 stdio,
                 files,
-            } => self.create(&id, config, &rootfs, &stdio, &files),
+                volumes,
+            } => self.create(&id, config, &rootfs, &stdio, &files, &volumes),
             Request::Start { id } => {
                 let c = self
                     .containers
@@ -521,6 +522,7 @@ impl<S: Read + Write + AsFd> Agent<'_, S> {
         root: &Rootfs,
         stdio: &Stdio,
         files: &BTreeMap<String, String>,
+        volumes: &[String],
     ) -> Result<Response, String> {
         libberth::state::validate_id(id).map_err(|e| e.to_string())?;
         if self.containers.contains_key(id) {
@@ -547,6 +549,9 @@ impl<S: Read + Write + AsFd> Agent<'_, S> {
                 }
                 let p = files_dir.join(name);
                 fs::write(&p, data).map_err(|e| format!("write {}: {e}", p.display()))?;
+            }
+            for tag in volumes {
+                rootfs::mount_volume(&dir, tag)?;
             }
             let config = guest_config(config, &rootfs, &dir)?;
             let bundle = dir.join("bundle");
@@ -748,12 +753,15 @@ fn guest_config(
             let Some(src) = m.get("source").and_then(|s| s.as_str()) else {
                 continue;
             };
-            if let Some(name) = src.strip_prefix("files/") {
-                if !rootfs::valid_file_name(name) {
-                    return Err(format!("mount source {src:?}: not files/NAME"));
+            for kind in ["files", "volumes"] {
+                if let Some(name) = src.strip_prefix(kind).and_then(|r| r.strip_prefix('/')) {
+                    if !rootfs::valid_file_name(name) {
+                        return Err(format!("mount source {src:?}: not {kind}/NAME"));
+                    }
+                    let path = dir.join(kind).join(name);
+                    m["source"] = serde_json::Value::String(path.display().to_string());
+                    break;
                 }
-                let path = dir.join("files").join(name);
-                m["source"] = serde_json::Value::String(path.display().to_string());
             }
         }
     }
@@ -929,6 +937,7 @@ mod tests {
                 },
                 stdio: Default::default(),
                 files: Default::default(),
+                volumes: Vec::new(),
             })
             .unwrap();
         match r {
@@ -988,6 +997,7 @@ mod tests {
             "root": {"path": "/host/rootfs", "readonly": false},
             "mounts": [
                 {"destination": "/etc/hosts", "source": "files/hosts", "type": "bind"},
+                {"destination": "/data", "source": "volumes/berth-v0", "type": "bind"},
                 {"destination": "/proc", "source": "proc", "type": "proc"}
             ]
         });
@@ -999,7 +1009,8 @@ mod tests {
         .unwrap();
         assert_eq!(g["root"]["path"], "/run/berth/c/x/rootfs");
         assert_eq!(g["mounts"][0]["source"], "/run/berth/c/x/files/hosts");
-        assert_eq!(g["mounts"][1]["source"], "proc");
+        assert_eq!(g["mounts"][1]["source"], "/run/berth/c/x/volumes/berth-v0");
+        assert_eq!(g["mounts"][2]["source"], "proc");
         let bad =
             serde_json::json!({"mounts": [{"destination": "/x", "source": "files/../../etc"}]});
         assert!(guest_config(bad, "/r".as_ref(), "/d".as_ref()).is_err());

@@ -157,12 +157,37 @@ pub fn mount_overlay(lowers: &[PathBuf], dir: &Path) -> Result<PathBuf, String> 
     Ok(rootfs)
 }
 
-/// Unmounts a container's rootfs (detached if busy) and removes its directory.
+/// Mounts the host directory shared with tag `tag` (virtio-fs) at `dir/volumes/TAG`.
+pub fn mount_volume(dir: &Path, tag: &str) -> Result<PathBuf, String> {
+    if !valid_serial(tag) {
+        return Err(format!(
+            "volume tag {tag:?} is not 1 to 20 of [A-Za-z0-9_-]"
+        ));
+    }
+    let target = dir.join("volumes").join(tag);
+    fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+    mount(
+        Some(tag),
+        &target,
+        Some("virtiofs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount volume {tag} (virtiofs) on {}: {e}", target.display()))?;
+    Ok(target)
+}
+
+/// Unmounts a container's rootfs and volumes (detached if busy) and removes its directory.
 pub fn remove_container_dir(dir: &Path) -> Result<(), String> {
-    let rootfs = dir.join("rootfs");
-    match umount2(&rootfs, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(format!("unmount {}: {e}", rootfs.display())),
+    let mut targets = vec![dir.join("rootfs")];
+    if let Ok(rd) = fs::read_dir(dir.join("volumes")) {
+        targets.extend(rd.flatten().map(|e| e.path()));
+    }
+    for t in &targets {
+        match umount2(t, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(format!("unmount {}: {e}", t.display())),
+        }
     }
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),

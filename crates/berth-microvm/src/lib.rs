@@ -5,6 +5,7 @@
 //! - [`layers`]: image layers as read-only erofs disks, cached by chain ID.
 //! - [`sandbox`]: a booted VM whose agent has said Hello, and the host's end of
 //!   berth-agent-proto (requests from any thread, stdio and exits on a channel).
+//! - [`shares`]: host directories for the guest, one virtiofsd each.
 //! - [`sizing`]: guest memory and vCPUs from the container's limits.
 //!
 //! It sits above berth-vm (which knows nothing of the agent) and below berthctl and berthd.
@@ -12,6 +13,7 @@
 pub mod assets;
 pub mod layers;
 pub mod sandbox;
+pub mod shares;
 
 pub use sandbox::{layer_serial, Incoming, Sandbox, SandboxConfig};
 

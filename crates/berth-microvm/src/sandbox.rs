@@ -49,6 +49,8 @@ pub struct SandboxConfig {
     pub vcpus: u16,
     /// The layers' erofs images, bottom first.
     pub layers: Vec<PathBuf>,
+    /// Host directories for the guest, mounted by the agent by tag (`shares::tag(i)`).
+    pub volumes: Vec<crate::shares::Volume>,
     /// From boot to the agent's Hello.
     pub boot_timeout: Duration,
 }
@@ -84,6 +86,8 @@ pub struct Sandbox {
     reader: Option<JoinHandle<()>>,
     console_log: PathBuf,
     socket: PathBuf,
+    /// The virtiofsd of each volume: ended after the VM.
+    shares: Mutex<Vec<crate::shares::Share>>,
     /// The agent's Hello.
     pub agent: Hello,
     /// From boot() to the agent's Hello.
@@ -120,6 +124,16 @@ impl Sandbox {
                 serial: Some(layer_serial(i)),
             })
             .collect();
+        let mut shares = Vec::new();
+        for (i, v) in c.volumes.iter().enumerate() {
+            let share = crate::shares::Share::start(&c.run_dir, i, v)
+                .map_err(|e| Error::new(format!("{}: {e}", c.name)))?;
+            config.shared_dirs.push(berth_vm::SharedDir {
+                socket: share.socket.clone(),
+                tag: share.tag.clone(),
+            });
+            shares.push(share);
+        }
         let started = Instant::now();
         let mut vm = hv
             .boot(&config)
@@ -211,6 +225,7 @@ impl Sandbox {
             reader: Some(reader),
             console_log: c.console_log.clone(),
             socket,
+            shares: Mutex::new(shares),
             agent: hello,
             boot_time,
         })
@@ -354,6 +369,10 @@ impl Sandbox {
             let _ = vm.kill();
             drop(vm);
         }
+        self.shares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// The control socket's path (gone once the VM is dropped).

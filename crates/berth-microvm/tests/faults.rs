@@ -82,6 +82,7 @@ fn run_fault(test: &str, fault: &str) -> Option<(String, String, String)> {
         memory_mib: 256,
         vcpus: 1,
         layers: Vec::new(),
+        volumes: Vec::new(),
         boot_timeout: Duration::from_secs(180),
     };
     let sb = Sandbox::boot(&Qemu::probe(), &cfg).expect("the fake agent's Hello");

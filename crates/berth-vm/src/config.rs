@@ -45,8 +45,21 @@ pub struct VmConfig {
     pub block_devices: Vec<BlockDevice>,
     /// The host-guest byte stream, if any.
     pub control: Option<ControlChannel>,
+    /// Host directories served to the guest by a vhost-user-fs daemon (virtiofsd) each.
+    pub shared_dirs: Vec<SharedDir>,
     /// Where the guest's serial console is written (created or truncated at boot).
     pub console_log: PathBuf,
+}
+
+/// A directory shared with the guest over virtio-fs: `socket` is the vhost-user socket of
+/// the daemon that serves it (started by the caller, listening before boot); the guest
+/// mounts it by `tag` (`mount -t virtiofs TAG DIR`). Guest memory is then a shared memfd,
+/// as vhost-user needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDir {
+    pub socket: PathBuf,
+    /// 1 to 36 of `[A-Za-z0-9_-]` (virtio-fs tags are at most 36 bytes).
+    pub tag: String,
 }
 
 /// A raw disk image or block device given to the guest.
@@ -96,6 +109,7 @@ impl VmConfig {
             vcpus: 1,
             block_devices: Vec::new(),
             control: None,
+            shared_dirs: Vec::new(),
             console_log: console_log.into(),
         }
     }
@@ -122,6 +136,28 @@ impl VmConfig {
         }
         if let Some(control) = &self.control {
             check_control(control)?;
+        }
+        for (index, dir) in self.shared_dirs.iter().enumerate() {
+            let t = &dir.tag;
+            let tag_ok = !t.is_empty()
+                && t.len() <= 36
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !tag_ok {
+                return Err(ConfigError::SharedDirTag {
+                    index,
+                    tag: t.clone(),
+                });
+            }
+            let is_socket = std::fs::metadata(&dir.socket)
+                .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                .unwrap_or(false);
+            if !is_socket {
+                return Err(ConfigError::SharedDirSocket {
+                    index,
+                    path: dir.socket.clone(),
+                });
+            }
         }
         let parent = parent_dir(&self.console_log);
         if !parent.is_dir() {
@@ -310,6 +346,10 @@ pub enum ConfigError {
         "the serial {serial:?} of block device {index} is not 1 to {SERIAL_MAX} of [A-Za-z0-9_-]"
     )]
     Serial { index: usize, serial: String },
+    #[error("the tag {tag:?} of shared directory {index} is not 1 to 36 of [A-Za-z0-9_-]")]
+    SharedDirTag { index: usize, tag: String },
+    #[error("shared directory {index}: no vhost-user socket at {path}")]
+    SharedDirSocket { index: usize, path: PathBuf },
     #[error("memory of {mib} MiB is out of bounds ({MEMORY_MIB_MIN} to {MEMORY_MIB_MAX} MiB)")]
     Memory { mib: u32 },
     #[error("{vcpus} vcpus is out of bounds (1 to {VCPUS_MAX})")]

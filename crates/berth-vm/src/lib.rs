@@ -34,7 +34,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use config::{BlockDevice, ConfigError, ControlChannel, VmConfig, CONTROL_PORT_NAME};
+pub use config::{
+    BlockDevice, ConfigError, ControlChannel, SharedDir, VmConfig, CONTROL_PORT_NAME,
+};
 pub use console::LOG_MAX as CONSOLE_LOG_MAX;
 
 /// A way to run VMs: one per backend (QEMU now; an own VMM on rust-vmm later).

@@ -97,6 +97,9 @@ impl Qemu {
         a.push("-M").push("microvm,auto-kernel-cmdline=off");
         a.push("-nodefaults").push("-no-user-config");
         a.push("-nographic").push("-no-reboot");
+        // Modern (version 2) virtio-mmio rather than microvm's legacy default: vhost-user
+        // devices (virtio-fs) refuse legacy virtio, and the guest drives both alike.
+        a.push("-global").push("virtio-mmio.force-legacy=false");
         a.push("-sandbox")
             .push("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
         a.push("-accel").push(self.accel.accel.as_str());
@@ -105,6 +108,14 @@ impl Qemu {
             Accel::Tcg => "max",
         });
         a.push("-m").push(format!("{}M", config.memory_mib));
+        if !config.shared_dirs.is_empty() {
+            // vhost-user daemons map guest memory: it must be a shared file, not anonymous.
+            a.push("-object").push(format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                config.memory_mib
+            ));
+            a.push("-machine").push("memory-backend=mem");
+        }
         a.push("-smp").push(config.vcpus.to_string());
         // -kernel, -initrd and -append are taken whole, without option parsing.
         a.push("-kernel").push(config.kernel.as_os_str());
@@ -127,6 +138,15 @@ impl Qemu {
             a.push("-device").push(format!(
                 "virtserialport,chardev=control,name={}",
                 control.port_name
+            ));
+        }
+        for (i, dir) in config.shared_dirs.iter().enumerate() {
+            a.push("-chardev")
+                .push(opts(&format!("socket,id=fs{i},path="), &dir.socket));
+            // The tag is checked to be plain ([A-Za-z0-9_-]).
+            a.push("-device").push(format!(
+                "vhost-user-fs-device,chardev=fs{i},tag={}",
+                dir.tag
             ));
         }
         for (i, dev) in config.block_devices.iter().enumerate() {
@@ -578,6 +598,29 @@ mod tests {
                 "virtserialport,chardev=control,name=berth.ctl"
             ]
         );
+    }
+
+    #[test]
+    fn a_shared_dir_is_a_vhost_user_fs_device_over_shared_memory() {
+        let mut c = VmConfig::new("/k", "/c");
+        c.memory_mib = 384;
+        c.shared_dirs = vec![crate::SharedDir {
+            socket: "/run/vm/fs,0.sock".into(),
+            tag: "berth-v0".into(),
+        }];
+        let args = strings(&tcg().args(&c).unwrap());
+        assert_eq!(
+            value_of(&args, "-object"),
+            ["memory-backend-memfd,id=mem,size=384M,share=on"]
+        );
+        assert_eq!(value_of(&args, "-machine"), ["memory-backend=mem"]);
+        assert!(value_of(&args, "-chardev").contains(&"socket,id=fs0,path=/run/vm/fs,,0.sock"));
+        assert!(
+            value_of(&args, "-device").contains(&"vhost-user-fs-device,chardev=fs0,tag=berth-v0")
+        );
+        // Without shared directories guest memory stays anonymous.
+        let plain = strings(&tcg().args(&VmConfig::new("/k", "/c")).unwrap());
+        assert!(value_of(&plain, "-object").is_empty());
     }
 
     #[test]

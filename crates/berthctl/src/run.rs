@@ -104,7 +104,7 @@ fn parse_pids_limit(flag: Option<i64>) -> Result<Option<i64>> {
     }
 }
 
-fn parse_volume(v: &str) -> Result<Bind> {
+pub(crate) fn parse_volume(v: &str) -> Result<Bind> {
     let parts: Vec<&str> = v.split(':').collect();
     let (src, dst, mode) = match parts.as_slice() {
         [s, d] => (*s, *d, "rw"),

@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use berth_agent_proto::{Event, Request, Rootfs, Stdio};
 use berth_engine::records::now;
 use berth_engine::{Record, Store};
+use berth_microvm::shares::{self, Volume};
 use berth_microvm::{assets, layers::LayerImages, sandbox, sizing, Incoming, Sandbox};
 use berth_vm::kernel::{self, GuestKernel};
 use berth_vm::qemu::Qemu;
@@ -40,8 +41,11 @@ pub fn check_flags(a: &cli::Run) -> Result<()> {
     if a.detach {
         bail!("--isolation vm runs in the foreground only for now: -d is not supported");
     }
-    if !a.volume.is_empty() {
-        bail!("--isolation vm: volumes (-v) are not shared with the guest yet");
+    for v in &a.volume {
+        let b = crate::run::parse_volume(v)?;
+        if !b.source.is_dir() {
+            bail!("--isolation vm -v {v:?}: only directories can be shared with a VM");
+        }
     }
     if a.network != "none" {
         bail!(
@@ -168,7 +172,12 @@ pub fn run(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
 
 fn run_in_vm(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
     let dir = s.records.dir(&r.id);
-    let (config, files) = guest_spec(&dir)?;
+    let binds = a
+        .volume
+        .iter()
+        .map(|v| crate::run::parse_volume(v))
+        .collect::<Result<Vec<_>>>()?;
+    let (config, files) = guest_spec(&dir, &binds)?;
     // The guest mounts the layers itself: the host's mount of them is not needed.
     let _ = s.snapshots.unmount(&r.id);
     let kernel_dir = kernel::dir_from_env();
@@ -204,9 +213,31 @@ fn run_in_vm(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
         memory_mib: sizing::memory_mib(memory_limit),
         vcpus: sizing::vcpus(a.cpus, host_cpus),
         layers,
+        volumes: binds
+            .iter()
+            .map(|b| Volume {
+                host: b.source.clone(),
+                read_only: b.readonly,
+            })
+            .collect(),
         boot_timeout: BOOT_TIMEOUT,
     };
-    let n_layers = cfg.layers.len();
+    let create = Request::Create {
+        id: r.id.clone(),
+        config,
+        rootfs: Rootfs {
+            layers: (0..cfg.layers.len()).map(sandbox::layer_serial).collect(),
+            upper: None,
+        },
+        stdio: Stdio {
+            stdin: a.interactive.then_some(STDIN),
+            stdout: Some(STDOUT),
+            stderr: (!a.tty).then_some(STDERR),
+            terminal: a.tty,
+        },
+        files,
+        volumes: (0..cfg.volumes.len()).map(shares::tag).collect(),
+    };
     // Before any thread starts (the VMM's waiter, the agent's reader): they inherit the
     // mask, so that every signal for the container reaches the signalfd.
     let sfd = libberth::foreground::forward_signals().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -214,7 +245,7 @@ fn run_in_vm(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
         let sb = Arc::new(Sandbox::boot(&Qemu::probe(), &cfg).map_err(anyhow::Error::msg)?);
         write_monitor(&run_dir, sb.vmm_pid())?;
         let killed = run_dir.join("killed");
-        let r = drive(&sb, r, a, config, files, n_layers, sfd).or_else(|e| {
+        let r = drive(&sb, r, a, create, sfd).or_else(|e| {
             // `berthctl kill -s KILL` (or stop's last resort) killed the VM: the container
             // was killed, which is no failure of berthctl's.
             if killed.exists() {
@@ -231,9 +262,13 @@ fn run_in_vm(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
 }
 
 /// The bundle's config made for the guest: the small /etc files berthctl writes are sent
-/// along (`files/NAME`), and the image's volumes (directories on the host) are left to the
+/// along (`files/NAME`), the user's volumes are the guest's virtio-fs shares
+/// (`volumes/TAG`), and the image's volumes (directories on the host) are left to the
 /// image's own content in the guest's writable layer.
-fn guest_spec(dir: &Path) -> Result<(serde_json::Value, BTreeMap<String, String>)> {
+fn guest_spec(
+    dir: &Path,
+    binds: &[berth_image::runconfig::Bind],
+) -> Result<(serde_json::Value, BTreeMap<String, String>)> {
     let path = dir.join("bundle/config.json");
     let data = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
     let mut config: serde_json::Value =
@@ -257,7 +292,17 @@ fn guest_spec(dir: &Path) -> Result<(serde_json::Value, BTreeMap<String, String>
                     kept.push(m);
                 }
                 Some(p) if p.starts_with(dir) => {}
-                _ => kept.push(m),
+                Some(p) => {
+                    let dest = m["destination"].as_str().unwrap_or_default();
+                    if let Some(i) = binds
+                        .iter()
+                        .position(|b| b.source == p && b.destination == dest)
+                    {
+                        m["source"] = format!("volumes/{}", shares::tag(i)).into();
+                    }
+                    kept.push(m);
+                }
+                None => kept.push(m),
             }
         }
         *mounts = kept;
@@ -271,29 +316,11 @@ fn drive(
     sb: &Arc<Sandbox>,
     r: &Record,
     a: &cli::Run,
-    config: serde_json::Value,
-    files: BTreeMap<String, String>,
-    n_layers: usize,
+    create: Request,
     sfd: nix::sys::signalfd::SignalFd,
 ) -> Result<u8> {
-    let stdio = Stdio {
-        stdin: a.interactive.then_some(STDIN),
-        stdout: Some(STDOUT),
-        stderr: (!a.tty).then_some(STDERR),
-        terminal: a.tty,
-    };
     // A failed call, or a connection that broke: say how the VM ended too.
     let fail = |e: String| anyhow::anyhow!("{e} ({})", sb.ended(Duration::from_secs(3)));
-    let create = Request::Create {
-        id: r.id.clone(),
-        config,
-        rootfs: Rootfs {
-            layers: (0..n_layers).map(sandbox::layer_serial).collect(),
-            upper: None,
-        },
-        stdio,
-        files,
-    };
     sb.call(create, CALL_TIMEOUT)
         .map_err(|e| fail(e.to_string()))?;
     let raw = if a.tty && is_terminal(0) {

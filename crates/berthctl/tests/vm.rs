@@ -430,7 +430,10 @@ fn what_vm_mode_cannot_do_is_refused_before_anything_is_made() {
     };
     for (args, words) in [
         (vec!["-d"], "-d is not supported"),
-        (vec!["-v", "/tmp:/mnt"], "volumes (-v) are not shared"),
+        (
+            vec!["-v", "/etc/hostname:/mnt/h"],
+            "only directories can be shared with a VM",
+        ),
         (vec!["--network", "host"], "use --network none"),
     ] {
         let mut all = vec!["run", "--isolation", "vm"];
@@ -543,4 +546,56 @@ fn a_running_vm_container_is_listed_stopped_killed_and_removed_from_another_comm
         Some(137)
     );
     ctl.assert_clean();
+}
+
+#[test]
+fn volumes_are_shared_with_the_guest_read_write_and_read_only() {
+    let Some(ctl) = Ctl::new("volumes_are_shared_with_the_guest_read_write_and_read_only") else {
+        return;
+    };
+    let rw = ctl.dir.path().join("rw");
+    let ro = ctl.dir.path().join("ro");
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(rw.join("from-host"), "host wrote this\n").unwrap();
+    std::fs::write(ro.join("kept"), "read me\n").unwrap();
+    let rw_arg = format!("{}:/data", rw.display());
+    let ro_arg = format!("{}:/conf:ro", ro.display());
+    // The container reads what the host wrote, writes back, and cannot write the ro one
+    // (read-only in the container, and on the host's side too: virtiofsd serves it from a
+    // read-only mount).
+    let script = "cat /data/from-host /conf/kept; echo guest wrote this > /data/from-guest; \
+                  echo x > /conf/nope 2>/dev/null && echo ro-written || echo ro-refused";
+    let o = ctl.out(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "vm",
+        "-v",
+        &rw_arg,
+        "-v",
+        &ro_arg,
+        "berth-busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "host wrote this\nread me\nro-refused\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rw.join("from-guest")).unwrap(),
+        "guest wrote this\n"
+    );
+    assert!(!ro.join("nope").exists());
+    ctl.assert_clean();
+    // No virtiofsd of this test is left.
+    let mine = ctl.dir.path().to_string_lossy().into_owned();
+    let left: Vec<_> = processes()
+        .into_iter()
+        .filter(|(_, c)| c.contains("virtiofsd") && c.contains(&mine))
+        .collect();
+    assert!(left.is_empty(), "virtiofsd left: {left:?}");
 }
