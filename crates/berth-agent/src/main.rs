@@ -33,6 +33,7 @@ fn run() -> Result<(), String> {
         return Err("berth-agent is a VM guest's init: it must run as PID 1".into());
     }
     load_modules()?;
+    berth_agent::rootfs::set_volume_modules(read_volume_modules()?);
     leave_initramfs()?;
     for (fstype, target) in [("proc", "/proc"), ("sysfs", "/sys"), ("devtmpfs", "/dev")] {
         fs::create_dir_all(target).map_err(|e| format!("create {target}: {e}"))?;
@@ -115,6 +116,33 @@ fn enable_controllers() -> Result<(), String> {
     Ok(())
 }
 
+/// The modules /etc/modules.volumes lists (name and bytes), read before the initramfs goes.
+fn read_volume_modules() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let list = match fs::read_to_string("/etc/modules.volumes") {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("read /etc/modules.volumes: {e}")),
+    };
+    let dir = modules_dir()?;
+    let mut out = Vec::new();
+    for rel in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let path = dir.join(rel);
+        let bytes = fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        out.push((rel.to_string(), bytes));
+    }
+    Ok(out)
+}
+
+/// /lib/modules/<release> of the running kernel.
+fn modules_dir() -> Result<PathBuf, String> {
+    let release = nix::sys::utsname::uname()
+        .map_err(|e| format!("uname: {e}"))?
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    Ok(Path::new("/lib/modules").join(release))
+}
+
 /// Loads each module of /etc/modules, in order, with finit_module(2).
 fn load_modules() -> Result<(), String> {
     let list = match fs::read_to_string("/etc/modules") {
@@ -122,12 +150,7 @@ fn load_modules() -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(format!("read /etc/modules: {e}")),
     };
-    let release = nix::sys::utsname::uname()
-        .map_err(|e| format!("uname: {e}"))?
-        .release()
-        .to_string_lossy()
-        .into_owned();
-    let dir = Path::new("/lib/modules").join(release);
+    let dir = modules_dir()?;
     for rel in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let path = dir.join(rel);
         let f = fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;

@@ -157,6 +157,43 @@ pub fn mount_overlay(lowers: &[PathBuf], dir: &Path) -> Result<PathBuf, String> 
     Ok(rootfs)
 }
 
+/// The modules volumes need (fuse, virtiofs), read into memory before the initramfs went,
+/// in load order; loaded at the first volume, so that guests without volumes skip them.
+static VOLUME_MODULES: std::sync::Mutex<Option<Vec<(String, Vec<u8>)>>> =
+    std::sync::Mutex::new(None);
+
+/// Keeps the volume modules (name, bytes) for [`mount_volume`].
+pub fn set_volume_modules(modules: Vec<(String, Vec<u8>)>) {
+    *VOLUME_MODULES.lock().unwrap_or_else(|p| p.into_inner()) = Some(modules);
+}
+
+/// Loads the kept volume modules, once.
+fn load_volume_modules() -> Result<(), String> {
+    let taken = VOLUME_MODULES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    for (name, image) in taken.unwrap_or_default() {
+        // SAFETY: init_module reads `image.len()` bytes from a live buffer we own and a
+        // NUL-terminated empty parameter string; it writes no memory of ours.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_init_module,
+                image.as_ptr(),
+                image.len(),
+                c"".as_ptr(),
+            )
+        };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(format!("load module {name}: {e}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Mounts the host directory shared with tag `tag` (virtio-fs) at `dir/volumes/TAG`.
 pub fn mount_volume(dir: &Path, tag: &str) -> Result<PathBuf, String> {
     if !valid_serial(tag) {
@@ -164,6 +201,7 @@ pub fn mount_volume(dir: &Path, tag: &str) -> Result<PathBuf, String> {
             "volume tag {tag:?} is not 1 to 20 of [A-Za-z0-9_-]"
         ));
     }
+    load_volume_modules()?;
     let target = dir.join("volumes").join(tag);
     fs::create_dir_all(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
     mount(

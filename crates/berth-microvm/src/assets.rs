@@ -83,13 +83,36 @@ fn elf_interp(b: &[u8]) -> Result<bool, String> {
     Ok(false)
 }
 
+/// The modules every guest loads at boot: the transports, the control port, the layer
+/// disks and the file systems stacked on them.
+pub const BOOT_MODULES: &[&str] = &[
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_console",
+    "erofs",
+    "overlay",
+];
+
+/// Modules loaded only when a container has volumes (virtio-fs), and not already at boot.
+pub const VOLUME_MODULES: &[&str] = &["virtiofs"];
+
 /// The initramfs for `agent` on `kernel`, from `cache` (made there once, atomically):
-/// `/init` is the agent, the kernel's modules are under /lib/modules/<version>, and
-/// /etc/modules lists them in load order.
+/// `/init` is the agent, the kernel's modules are under /lib/modules/<version>,
+/// /etc/modules lists those of [`BOOT_MODULES`] in load order, and /etc/modules.volumes
+/// those of [`VOLUME_MODULES`] that boot does not load (the agent keeps them in memory and
+/// loads them at the first volume).
 pub fn initramfs(cache: &Path, kernel: &GuestKernel, agent: &Path) -> Result<PathBuf, Error> {
-    let order = kernel
-        .module_load_order()
-        .map_err(|e| Error::new(format!("guest kernel {}: {e}", kernel.dir().display())))?;
+    let kerr = |e: berth_vm::kernel::KernelError| {
+        Error::new(format!("guest kernel {}: {e}", kernel.dir().display()))
+    };
+    let boot = kernel.module_load_order_of(BOOT_MODULES).map_err(kerr)?;
+    let volumes: Vec<PathBuf> = kernel
+        .module_load_order_of(VOLUME_MODULES)
+        .map_err(kerr)?
+        .into_iter()
+        .filter(|m| !boot.contains(m))
+        .collect();
+    let order: Vec<PathBuf> = boot.iter().chain(&volumes).cloned().collect();
     let agent_bytes = fs::read(agent)
         .map_err(|e| Error::new(format!("read berth-agent {}: {e}", agent.display())))?;
     let mut h = Sha256::new();
@@ -99,6 +122,7 @@ pub fn initramfs(cache: &Path, kernel: &GuestKernel, agent: &Path) -> Result<Pat
         h.update(m.as_os_str().as_encoded_bytes());
         h.update(b"\n");
     }
+    h.update(format!("boot={}", boot.len()).as_bytes());
     let key: String = h.finalize()[..12]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -122,8 +146,12 @@ pub fn initramfs(cache: &Path, kernel: &GuestKernel, agent: &Path) -> Result<Pat
         )
         .map_err(err)?;
     }
-    let list: Vec<String> = order.iter().map(|p| p.display().to_string()).collect();
-    i.bytes("etc/modules", 0o644, list.join("\n"))
+    let list = |ms: &[PathBuf]| -> String {
+        let v: Vec<String> = ms.iter().map(|p| p.display().to_string()).collect();
+        v.join("\n")
+    };
+    i.bytes("etc/modules", 0o644, list(&boot)).map_err(err)?;
+    i.bytes("etc/modules.volumes", 0o644, list(&volumes))
         .map_err(err)?;
     let tmp = cache.join(format!(".initramfs-{key}.{}.tmp", std::process::id()));
     let written = (|| -> Result<(), Error> {

@@ -137,9 +137,21 @@ impl GuestKernel {
     /// The cached modules' paths relative to [`GuestKernel::modules_dir`], each after the
     /// modules it depends on, from the cache's `modules.dep`.
     pub fn module_load_order(&self) -> Result<Vec<PathBuf>, KernelError> {
+        let all: Vec<&str> = self.modules.iter().map(String::as_str).collect();
+        self.module_load_order_of(&all)
+    }
+
+    /// Like [`GuestKernel::module_load_order`], for `names` and what they depend on only;
+    /// a name the cache does not hold as a module (built in, or not asked for) is skipped.
+    pub fn module_load_order_of(&self, names: &[&str]) -> Result<Vec<PathBuf>, KernelError> {
         let path = self.modules_dir().join("modules.dep");
         let text = read_bounded(&path, MODULES_DEP_MAX)?;
-        let wanted: Vec<&str> = self.modules.iter().map(String::as_str).collect();
+        let norm = |n: &str| n.replace('-', "_");
+        let wanted: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| self.modules.iter().any(|m| norm(m) == norm(n)))
+            .collect();
         let order = load_order(&text, &wanted).map_err(|source| KernelError::ModulesDep {
             path: path.clone(),
             source,
