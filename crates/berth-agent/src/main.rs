@@ -117,7 +117,7 @@ fn enable_controllers() -> Result<(), String> {
 }
 
 /// The modules /etc/modules.volumes lists (name and bytes), read before the initramfs goes.
-fn read_volume_modules() -> Result<Vec<(String, Vec<u8>)>, String> {
+fn read_volume_modules() -> Result<Vec<berth_agent::rootfs::Module>, String> {
     let list = match fs::read_to_string("/etc/modules.volumes") {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

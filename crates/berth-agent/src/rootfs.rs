@@ -159,11 +159,13 @@ pub fn mount_overlay(lowers: &[PathBuf], dir: &Path) -> Result<PathBuf, String> 
 
 /// The modules volumes need (fuse, virtiofs), read into memory before the initramfs went,
 /// in load order; loaded at the first volume, so that guests without volumes skip them.
-static VOLUME_MODULES: std::sync::Mutex<Option<Vec<(String, Vec<u8>)>>> =
-    std::sync::Mutex::new(None);
+static VOLUME_MODULES: std::sync::Mutex<Option<Vec<Module>>> = std::sync::Mutex::new(None);
 
-/// Keeps the volume modules (name, bytes) for [`mount_volume`].
-pub fn set_volume_modules(modules: Vec<(String, Vec<u8>)>) {
+/// A kernel module: its path (for messages) and its bytes.
+pub type Module = (String, Vec<u8>);
+
+/// Keeps the volume modules for [`mount_volume`].
+pub fn set_volume_modules(modules: Vec<Module>) {
     *VOLUME_MODULES.lock().unwrap_or_else(|p| p.into_inner()) = Some(modules);
 }
 
