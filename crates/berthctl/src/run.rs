@@ -248,7 +248,12 @@ pub fn run(s: &Store, a: &cli::Run) -> Result<ExitCode> {
         return Err(e.context(format!("container {name}")));
     }
     if vm {
-        let code = crate::vm::run(s, &record, a)?;
+        let opts = crate::vm::VmOptions::from_cli(a);
+        if a.detach {
+            opts.save(s, &record)?;
+            return start_detached(s, &record);
+        }
+        let code = crate::vm::run(s, &record, &opts, None)?;
         return Ok(ExitCode::from(code));
     }
     if a.detach {
@@ -497,6 +502,11 @@ pub fn monitor(s: &Store, id: &str) -> Result<ExitCode> {
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
     let r = s.records.load(id)?;
+    if crate::vm::is_vm(&r) {
+        let opts = crate::vm::VmOptions::load(s, &r)?;
+        let code = crate::vm::run(s, &r, &opts, Some(File::from(ready)))?;
+        return Ok(ExitCode::from(code));
+    }
     let tty = fs::read(s.records.dir(id).join("bundle/config.json"))
         .ok()
         .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())

@@ -6,7 +6,7 @@
 //! container's exit status as its own.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::DirBuilderExt;
@@ -36,10 +36,44 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// For one request of the agent (create mounts and starts processes).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What a VM container's run needs of the command line: kept in the container's directory
+/// (`vm.json`) for the monitor of a detached one.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct VmOptions {
+    /// `-v` as given.
+    pub volumes: Vec<String>,
+    pub cpus: Option<f64>,
+    pub interactive: bool,
+    pub tty: bool,
+}
+
+impl VmOptions {
+    pub fn from_cli(a: &cli::Run) -> VmOptions {
+        VmOptions {
+            volumes: a.volume.clone(),
+            cpus: a.cpus,
+            interactive: a.interactive,
+            tty: a.tty,
+        }
+    }
+
+    /// Keeps them for the monitor of a detached container.
+    pub fn save(&self, s: &Store, r: &Record) -> Result<()> {
+        let p = s.records.dir(&r.id).join("vm.json");
+        fs::write(&p, serde_json::to_vec(self)?).with_context(|| format!("write {}", p.display()))
+    }
+
+    pub fn load(s: &Store, r: &Record) -> Result<VmOptions> {
+        let p = s.records.dir(&r.id).join("vm.json");
+        let data = fs::read(&p).with_context(|| format!("read {}", p.display()))?;
+        serde_json::from_slice(&data).with_context(|| format!("parse {}", p.display()))
+    }
+}
+
 /// Refuses what VM mode does not do (yet), before anything is made.
 pub fn check_flags(a: &cli::Run) -> Result<()> {
-    if a.detach {
-        bail!("--isolation vm runs in the foreground only for now: -d is not supported");
+    if a.detach && (a.tty || a.interactive) {
+        bail!("--isolation vm -d: a detached VM container has no terminal or input (yet): drop -t and -i");
     }
     for v in &a.volume {
         let b = crate::run::parse_volume(v)?;
@@ -159,21 +193,35 @@ pub fn stop(s: &Store, r: &Record, sig: i32, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Runs the prepared container `r` in a VM, in the foreground; cleans up as `run` does.
-pub fn run(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
-    let result = run_in_vm(s, r, a);
+/// Where a detached container's monitor reports its start ("ok", or the error).
+pub type Ready = std::sync::Mutex<Option<File>>;
+
+fn report(ready: &Ready, msg: &str) {
+    if let Some(mut f) = ready.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+/// Runs the prepared container `r` in a VM, and cleans up as `run` does: in the
+/// foreground, or as the monitor of a detached container (`ready` then hears of the start).
+pub fn run(s: &Store, r: &Record, a: &VmOptions, ready: Option<File>) -> Result<u8> {
+    let ready: Ready = std::sync::Mutex::new(ready);
+    let result = run_in_vm(s, r, a, &ready);
     let code = match &result {
         Ok(c) => Some(*c),
-        Err(_) => None,
+        Err(e) => {
+            report(&ready, &format!("{e:#}"));
+            None
+        }
     };
     finish(s, r, code);
     result.with_context(|| format!("container {}", r.name))
 }
 
-fn run_in_vm(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
+fn run_in_vm(s: &Store, r: &Record, a: &VmOptions, ready: &Ready) -> Result<u8> {
     let dir = s.records.dir(&r.id);
     let binds = a
-        .volume
+        .volumes
         .iter()
         .map(|v| crate::run::parse_volume(v))
         .collect::<Result<Vec<_>>>()?;
@@ -245,7 +293,7 @@ fn run_in_vm(s: &Store, r: &Record, a: &cli::Run) -> Result<u8> {
         let sb = Arc::new(Sandbox::boot(&Qemu::probe(), &cfg).map_err(anyhow::Error::msg)?);
         write_monitor(&run_dir, sb.vmm_pid())?;
         let killed = run_dir.join("killed");
-        let r = drive(&sb, r, a, create, sfd).or_else(|e| {
+        let r = drive(&sb, r, a, create, sfd, ready).or_else(|e| {
             // `berthctl kill -s KILL` (or stop's last resort) killed the VM: the container
             // was killed, which is no failure of berthctl's.
             if killed.exists() {
@@ -315,9 +363,10 @@ fn guest_spec(
 fn drive(
     sb: &Arc<Sandbox>,
     r: &Record,
-    a: &cli::Run,
+    a: &VmOptions,
     create: Request,
     sfd: nix::sys::signalfd::SignalFd,
+    ready: &Ready,
 ) -> Result<u8> {
     // A failed call, or a connection that broke: say how the VM ended too.
     let fail = |e: String| anyhow::anyhow!("{e} ({})", sb.ended(Duration::from_secs(3)));
@@ -331,6 +380,7 @@ fn drive(
     let result = (|| -> Result<u8> {
         sb.call(Request::Start { id: r.id.clone() }, CALL_TIMEOUT)
             .map_err(|e| fail(e.to_string()))?;
+        report(ready, "ok");
         if a.tty {
             resize(sb, &r.id);
         }

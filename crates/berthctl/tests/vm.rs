@@ -429,7 +429,7 @@ fn what_vm_mode_cannot_do_is_refused_before_anything_is_made() {
         return;
     };
     for (args, words) in [
-        (vec!["-d"], "-d is not supported"),
+        (vec!["-d", "-t"], "no terminal or input"),
         (
             vec!["-v", "/etc/hostname:/mnt/h"],
             "only directories can be shared with a VM",
@@ -598,4 +598,41 @@ fn volumes_are_shared_with_the_guest_read_write_and_read_only() {
         .filter(|(_, c)| c.contains("virtiofsd") && c.contains(&mine))
         .collect();
     assert!(left.is_empty(), "virtiofsd left: {left:?}");
+}
+
+#[test]
+fn a_detached_vm_container_runs_under_its_monitor_with_logs_and_stop() {
+    let Some(ctl) = Ctl::new("a_detached_vm_container_runs_under_its_monitor_with_logs_and_stop")
+    else {
+        return;
+    };
+    let o = ctl.out(&[
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        "--isolation",
+        "vm",
+        "berth-busybox",
+        "sh",
+        "-c",
+        "echo started; trap 'echo bye; exit 3' TERM; sleep 600 & wait",
+    ]);
+    assert!(o.status.success());
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let ps = String::from_utf8_lossy(&ctl.out(&["ps"]).stdout).into_owned();
+    assert!(ps.contains("bg") && ps.contains("Up"), "{ps}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&ctl.out(&["logs", "bg"]).stdout).contains("started") {
+        assert!(Instant::now() < deadline, "no output in the logs");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ctl.out(&["stop", "-t", "30", "bg"]).status.success());
+    let logs = String::from_utf8_lossy(&ctl.out(&["logs", "bg"]).stdout).into_owned();
+    assert!(logs.contains("started\nbye\n"), "{logs}");
+    let ps = String::from_utf8_lossy(&ctl.out(&["ps", "-a"]).stdout).into_owned();
+    assert!(ps.contains("Exited (3)"), "{ps}");
+    assert!(ctl.out(&["rm", "bg"]).status.success());
+    ctl.assert_clean();
 }
