@@ -92,6 +92,12 @@ pub enum Command {
     Exec(Exec),
     /// Show a detached container's output.
     Logs(Logs),
+    /// What this host offers: the store, and VM isolation (accelerator, kernel, agent).
+    Info {
+        /// table or json
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// Internal: the monitor of a detached container.
     #[command(hide = true)]
     Monitor { id: String },

@@ -103,5 +103,6 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => containers::exec(&s, a),
         Command::Logs(a) => containers::logs(&s, a),
         Command::Monitor { id } => run::monitor(&s, id),
+        Command::Info { format } => vm::info(&s, format),
     }
 }

@@ -70,6 +70,76 @@ impl VmOptions {
     }
 }
 
+/// `berthctl info`: the store, and whether and how VM isolation can run here (each part
+/// with what is missing and how to set it up).
+pub fn info(s: &Store, format: &str) -> Result<std::process::ExitCode> {
+    let accel = berth_vm::accel::probe();
+    let kernel_dir = kernel::dir_from_env();
+    let kernel = match GuestKernel::open(&kernel_dir) {
+        Ok(k) => {
+            serde_json::json!({"version": k.version(), "dir": kernel_dir, "modules": k.modules()})
+        }
+        Err(e) => serde_json::json!({
+            "error": format!("{}: {e} (scripts/vm-kernel.sh sets it up)", kernel_dir.display())
+        }),
+    };
+    let agent = match assets::agent_binary() {
+        Ok(p) => serde_json::json!({"path": p}),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
+    let virtiofsd = shares::VIRTIOFSD_PATHS
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| serde_json::json!({"path": p}))
+        .unwrap_or_else(|| serde_json::json!({"error": "not found: volumes in VMs need it"}));
+    let v = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "root": s.root,
+        "runroot": s.runtime.root,
+        "storage_driver": s.snapshots.driver().name(),
+        "vm": {
+            "hypervisor": "qemu",
+            "qemu": berth_vm::qemu::DEFAULT_BINARY,
+            "accel": accel.accel.as_str(),
+            "accel_reason": accel.reason,
+            "kernel": kernel,
+            "agent": agent,
+            "virtiofsd": virtiofsd,
+        }
+    });
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&v)?),
+        "table" => {
+            let text = |x: &serde_json::Value| match x.get("error") {
+                Some(e) => format!("unavailable: {}", e.as_str().unwrap_or_default()),
+                None => x
+                    .get("version")
+                    .or_else(|| x.get("path"))
+                    .and_then(|y| y.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            println!(
+                "version:        {}",
+                v["version"].as_str().unwrap_or_default()
+            );
+            println!("root:           {}", s.root.display());
+            println!("runroot:        {}", s.runtime.root.display());
+            println!("storage driver: {}", s.snapshots.driver().name());
+            println!(
+                "vm accel:       {} ({})",
+                accel.accel.as_str(),
+                accel.reason
+            );
+            println!("vm kernel:      {}", text(&v["vm"]["kernel"]));
+            println!("vm agent:       {}", text(&v["vm"]["agent"]));
+            println!("vm virtiofsd:   {}", text(&v["vm"]["virtiofsd"]));
+        }
+        f => bail!("--format {f:?}: use table or json"),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Refuses what VM mode does not do (yet), before anything is made.
 pub fn check_flags(a: &cli::Run) -> Result<()> {
     if a.detach && (a.tty || a.interactive) {
@@ -239,8 +309,17 @@ fn run_in_vm(s: &Store, r: &Record, a: &VmOptions, ready: &Ready) -> Result<u8> 
     let vm_root = s.vm_dir();
     let initramfs = assets::initramfs(&vm_root, &kernel, &agent)?;
     let images = LayerImages::new(vm_root.join("layers"));
+    let chains = s.snapshots.layers_of(&r.id)?;
+    if chains.len() > sandbox::MAX_LAYERS {
+        // Said before any disk is made for them.
+        bail!(
+            "the image has {} layers; a VM takes at most {} (one disk each)",
+            chains.len(),
+            sandbox::MAX_LAYERS
+        );
+    }
     let mut layers = Vec::new();
-    for chain in s.snapshots.layers_of(&r.id)? {
+    for chain in chains {
         layers.push(images.image(&chain, &s.snapshots.layer_dir(&chain))?);
     }
     let memory_limit = config["linux"]["resources"]["memory"]["limit"].as_i64();

@@ -636,3 +636,73 @@ fn a_detached_vm_container_runs_under_its_monitor_with_logs_and_stop() {
     assert!(ctl.out(&["rm", "bg"]).status.success());
     ctl.assert_clean();
 }
+
+#[test]
+fn info_reports_the_accelerator_kernel_and_agent_or_what_is_missing() {
+    let Some(ctl) = Ctl::new("info_reports_the_accelerator_kernel_and_agent_or_what_is_missing")
+    else {
+        return;
+    };
+    let o = ctl.out(&["info", "--format", "json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let accel = v["vm"]["accel"].as_str().unwrap();
+    assert!(accel == "tcg" || accel == "kvm", "{v}");
+    assert!(!v["vm"]["accel_reason"].as_str().unwrap().is_empty());
+    assert_eq!(v["vm"]["kernel"]["version"], ctl.kernel_version.as_str());
+    assert_eq!(
+        v["vm"]["agent"]["path"],
+        berth_testkit::static_agent().to_str().unwrap()
+    );
+    let o = ctl
+        .cmd(&["info"])
+        .env("BERTH_AGENT", "/nonexistent/berth-agent")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("vm agent:       unavailable: berth-agent /nonexistent/berth-agent"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_image_with_more_layers_than_a_vm_takes_is_refused_clearly() {
+    let Some(ctl) = Ctl::new("an_image_with_more_layers_than_a_vm_takes_is_refused_clearly") else {
+        return;
+    };
+    let tree = ctl.dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", tree.join("bin/sh")).unwrap();
+    let layout = Layout::new("deep");
+    layout.insert("deep", &tree, "/");
+    let f = ctl.dir.path().join("f");
+    for i in 0..22 {
+        std::fs::write(&f, format!("{i}\n")).unwrap();
+        layout.insert("deep", &f, &format!("/layer{i}"));
+    }
+    let index_path = layout.path().join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] =
+        "localhost/deep:latest".into();
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    assert!(ctl
+        .out(&["load", "-i", layout.path().to_str().unwrap()])
+        .status
+        .success());
+    let o = ctl.out(&["run", "--rm", "--isolation", "vm", "deep", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the image has 23 layers; a VM takes at most 22 (one disk each)"),
+        "{err}"
+    );
+    // Refused before any of its layers was made a disk.
+    let disks = std::fs::read_dir(ctl.root().join("vm/layers"))
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    assert_eq!(disks, 0);
+    ctl.assert_clean();
+}
