@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -773,6 +774,7 @@ type StdioEnds = (Vec<Output>, Option<(u32, Input)>);
 
 /// The pipes of a process without a terminal, or none (with one, the pty serves).
 struct Pipes {
+    terminal: bool,
     stdin: Option<(u32, OwnedFd, OwnedFd)>,
     stdout: Option<(u32, OwnedFd, OwnedFd)>,
     stderr: Option<(u32, OwnedFd, OwnedFd)>,
@@ -792,12 +794,14 @@ impl Pipes {
         };
         if s.terminal {
             return Ok(Pipes {
+                terminal: true,
                 stdin: None,
                 stdout: None,
                 stderr: None,
             });
         }
         Ok(Pipes {
+            terminal: false,
             stdin: pipe(s.stdin)?,
             stdout: pipe(s.stdout)?,
             stderr: pipe(s.stderr)?,
@@ -834,6 +838,28 @@ impl Pipes {
                     fd: r,
                     pid: 0,
                 });
+            }
+        }
+        // A stream the host did not ask for is /dev/null, not the agent's own stdio (the
+        // guest's console). With a terminal the pty serves all three.
+        if !self.terminal {
+            let null = |write: bool| {
+                fs::OpenOptions::new()
+                    .read(!write)
+                    .write(write)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open("/dev/null")
+                    .ok()
+                    .map(OwnedFd::from)
+            };
+            if child.stdin.is_none() {
+                child.stdin = null(false);
+            }
+            if child.stdout.is_none() {
+                child.stdout = null(true);
+            }
+            if child.stderr.is_none() {
+                child.stderr = null(true);
             }
         }
         (child, outputs, input)

@@ -299,10 +299,7 @@ pub fn exec(s: &Store, a: &cli::Exec) -> Result<ExitCode> {
     use libberth::foreground::{forward_signals, wait_loop, RawMode};
     let r = find_record(s, &a.container)?;
     if crate::vm::is_vm(&r) {
-        bail!(
-            "container {}: exec into a VM container is not supported yet (docs/vm.md)",
-            r.name
-        );
+        return crate::vm::exec(s, &r, a);
     }
     if runtime_status(s, &r.id).as_deref() != Some("running") {
         bail!("container {} is not running", r.name);

@@ -8,6 +8,7 @@ mod images_cmd;
 mod pull;
 mod run;
 mod vm;
+mod vmexec;
 
 use std::process::ExitCode;
 

@@ -25,6 +25,7 @@ use berth_vm::qemu::Qemu;
 
 use crate::cli;
 use crate::containers::remove_container;
+use crate::vmexec::{self, Execs};
 
 const STDIN: u32 = 1;
 const STDOUT: u32 = 2;
@@ -232,6 +233,47 @@ pub fn signal(s: &Store, r: &Record, sig: i32) -> Result<()> {
         .with_context(|| format!("container {}: signal its monitor {pid}", r.name))
 }
 
+/// `berthctl exec` into a running VM container, through its monitor.
+pub fn exec(s: &Store, r: &Record, a: &cli::Exec) -> Result<std::process::ExitCode> {
+    if monitor(s, r).is_none() {
+        bail!("container {} is not running", r.name);
+    }
+    if a.user.is_some() {
+        bail!(
+            "container {}: exec -u into a VM container is not supported yet",
+            r.name
+        );
+    }
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    if a.tty {
+        // SAFETY: TIOCGWINSZ writes one winsize into the struct we own; fd 0 is ours.
+        unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
+    }
+    let req = vmexec::ExecRequest {
+        args: a.command.clone(),
+        env: a.env.iter().map(|e| crate::run::env_entry(e)).collect(),
+        cwd: a.workdir.clone(),
+        tty: a.tty,
+        interactive: a.interactive,
+        rows: ws.ws_row,
+        cols: ws.ws_col,
+    };
+    let raw = if a.tty && is_terminal(0) {
+        libberth::foreground::RawMode::enter()
+    } else {
+        None
+    };
+    let code = vmexec::exec(&vmexec::socket_in(&run_dir(s, r)), &req);
+    drop(raw);
+    let code = code.with_context(|| format!("container {}: exec", r.name))?;
+    Ok(std::process::ExitCode::from(code.clamp(0, 255) as u8))
+}
+
 /// `stop`: `sig`, then SIGKILL after `timeout`; returns once the monitor has finished.
 pub fn stop(s: &Store, r: &Record, sig: i32, timeout: Duration) -> Result<()> {
     if monitor(s, r).is_none() {
@@ -372,7 +414,7 @@ fn run_in_vm(s: &Store, r: &Record, a: &VmOptions, ready: &Ready) -> Result<u8> 
         let sb = Arc::new(Sandbox::boot(&Qemu::probe(), &cfg).map_err(anyhow::Error::msg)?);
         write_monitor(&run_dir, sb.vmm_pid())?;
         let killed = run_dir.join("killed");
-        let r = drive(&sb, r, a, create, sfd, ready).or_else(|e| {
+        let r = drive(s, &sb, r, a, create, sfd, ready).or_else(|e| {
             // `berthctl kill -s KILL` (or stop's last resort) killed the VM: the container
             // was killed, which is no failure of berthctl's.
             if killed.exists() {
@@ -440,6 +482,7 @@ fn guest_spec(
 /// Creates and starts the container in the guest, pumps its stdio and signals until it
 /// exits, and powers the guest off.
 fn drive(
+    s: &Store,
     sb: &Arc<Sandbox>,
     r: &Record,
     a: &VmOptions,
@@ -447,6 +490,11 @@ fn drive(
     sfd: nix::sys::signalfd::SignalFd,
     ready: &Ready,
 ) -> Result<u8> {
+    let process = match &create {
+        Request::Create { config, .. } => config["process"].clone(),
+        _ => serde_json::Value::Null,
+    };
+    let execs = Arc::new(Execs::default());
     // A failed call, or a connection that broke: say how the VM ended too.
     let fail = |e: String| anyhow::anyhow!("{e} ({})", sb.ended(Duration::from_secs(3)));
     sb.call(create, CALL_TIMEOUT)
@@ -459,6 +507,13 @@ fn drive(
     let result = (|| -> Result<u8> {
         sb.call(Request::Start { id: r.id.clone() }, CALL_TIMEOUT)
             .map_err(|e| fail(e.to_string()))?;
+        vmexec::serve(
+            &vmexec::socket_in(&run_dir(s, r)),
+            sb.clone(),
+            execs.clone(),
+            r.id.clone(),
+            process,
+        )?;
         report(ready, "ok");
         if a.tty {
             resize(sb, &r.id);
@@ -472,7 +527,7 @@ fn drive(
             let id = r.id.clone();
             std::thread::spawn(move || forward(&sb, &id, sfd));
         }
-        let code = pump_output(sb, &r.id).map_err(fail)?;
+        let code = pump_output(sb, &r.id, &execs).map_err(fail)?;
         Ok(code)
     })();
     drop(raw);
@@ -485,19 +540,28 @@ fn drive(
 }
 
 /// Writes the container's output here until its init exits; its exit status.
-fn pump_output(sb: &Sandbox, id: &str) -> std::result::Result<u8, String> {
+fn pump_output(sb: &Sandbox, id: &str, execs: &Execs) -> std::result::Result<u8, String> {
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr();
     loop {
         match sb.recv(None) {
             Some(Incoming::Data { stream, bytes }) => {
-                let _ = if stream == STDERR {
-                    stderr.write_all(&bytes).and_then(|_| stderr.flush())
-                } else {
-                    stdout.write_all(&bytes).and_then(|_| stdout.flush())
+                let _ = match stream {
+                    STDOUT => stdout.write_all(&bytes).and_then(|_| stdout.flush()),
+                    STDERR => stderr.write_all(&bytes).and_then(|_| stderr.flush()),
+                    // An exec's output goes to its client; a stream nobody holds, nowhere.
+                    _ => {
+                        execs.output(stream, &bytes);
+                        Ok(())
+                    }
                 };
             }
-            Some(Incoming::Close { .. }) => {}
+            Some(Incoming::Close { stream }) => execs.close(stream),
+            Some(Incoming::Event(Event::Exited {
+                ref exec_id, code, ..
+            })) if exec_id.is_some() => {
+                execs.exited(exec_id.as_deref().unwrap_or_default(), code);
+            }
             Some(Incoming::Event(Event::Exited {
                 id: ref got,
                 exec_id: None,

@@ -508,9 +508,66 @@ fn a_running_vm_container_is_listed_stopped_killed_and_removed_from_another_comm
     let (mut child, mut out) = run("s1", &[]);
     let ps = stdout(&["ps"]);
     assert!(ps.contains("s1") && ps.contains("Up"), "{ps}");
-    let o = ctl.out(&["exec", "s1", "true"]);
+    // exec, through the monitor: status, stdout and stderr apart, the container's env.
+    let o = ctl.out(&[
+        "exec",
+        "-e",
+        "X=from-exec",
+        "s1",
+        "sh",
+        "-c",
+        "echo out $X; echo err >&2; cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 4",
+    ]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("out from-exec\nsh -c {script} \n")
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    // -i: stdin reaches the exec, and its end too.
+    let mut exec = ctl
+        .cmd(&["exec", "-i", "s1", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        exec.stdin
+            .take()
+            .unwrap()
+            .write_all(b"hello exec\n")
+            .unwrap();
+    }
+    let o = exec.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "HELLO EXEC\n");
+    // -t: a pty of the caller's size (script(1) gives berthctl a terminal).
+    let cmd = ctl.cmd(&[]);
+    let mut line = format!(
+        "stty rows 30 cols 90; BERTH_AGENT={} {}",
+        berth_testkit::static_agent().display(),
+        cmd.get_program().to_string_lossy()
+    );
+    for a in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&a.to_string_lossy());
+    }
+    line.push_str(" exec -t s1 sh -c 'tty; stty size; exit 6'");
+    let o = Command::new("script")
+        .args(["-eqc", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(6), "{text}");
+    assert!(
+        text.contains("/dev/pts/") && text.contains("30 90"),
+        "{text}"
+    );
+    let o = ctl.out(&["exec", "-u", "1000", "s1", "true"]);
     assert!(String::from_utf8_lossy(&o.stderr)
-        .contains("exec into a VM container is not supported yet"));
+        .contains("exec -u into a VM container is not supported yet"));
     assert!(ctl.out(&["stop", "-t", "30", "s1"]).status.success());
     assert_eq!(
         wait_with_deadline(&mut child, Duration::from_secs(60)).code(),
