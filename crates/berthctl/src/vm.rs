@@ -238,30 +238,32 @@ pub fn exec(s: &Store, r: &Record, a: &cli::Exec) -> Result<std::process::ExitCo
     if monitor(s, r).is_none() {
         bail!("container {} is not running", r.name);
     }
-    if a.user.is_some() {
-        bail!(
-            "container {}: exec -u into a VM container is not supported yet",
-            r.name
-        );
-    }
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
+    // -u is resolved in the image's /etc/passwd and /etc/group, on the host (the guest's
+    // writable layer is out of reach): the snapshot is mounted for the lookup only.
+    let user = match &a.user {
+        None => None,
+        Some(u) => {
+            let rootfs = s.snapshots.mount(&r.id)?;
+            let ru = berth_image::passwd::resolve_user(&rootfs, u);
+            let _ = s.snapshots.unmount(&r.id);
+            let ru = ru.with_context(|| format!("container {}: exec -u {u}", r.name))?;
+            Some((ru.uid, ru.gid, ru.additional_gids))
+        }
     };
-    if a.tty {
-        // SAFETY: TIOCGWINSZ writes one winsize into the struct we own; fd 0 is ours.
-        unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
-    }
+    let (rows, cols) = if a.tty {
+        terminal_size().unwrap_or((0, 0))
+    } else {
+        (0, 0)
+    };
     let req = vmexec::ExecRequest {
         args: a.command.clone(),
         env: a.env.iter().map(|e| crate::run::env_entry(e)).collect(),
         cwd: a.workdir.clone(),
         tty: a.tty,
         interactive: a.interactive,
-        rows: ws.ws_row,
-        cols: ws.ws_col,
+        rows,
+        cols,
+        user,
     };
     let raw = if a.tty && is_terminal(0) {
         libberth::foreground::RawMode::enter()
@@ -636,6 +638,21 @@ fn forward(sb: &Sandbox, id: &str, sfd: nix::sys::signalfd::SignalFd) {
 
 /// The terminal's size on fd 0, given to the container's pty.
 fn resize(sb: &Sandbox, id: &str) {
+    if let Some((rows, cols)) = terminal_size() {
+        let _ = sb.call(
+            Request::Resize {
+                id: id.to_string(),
+                exec_id: None,
+                rows,
+                cols,
+            },
+            CALL_TIMEOUT,
+        );
+    }
+}
+
+/// The size of the terminal on fd 0 (rows, columns), if it is one with a size.
+fn terminal_size() -> Option<(u16, u16)> {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -643,17 +660,8 @@ fn resize(sb: &Sandbox, id: &str) {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCGWINSZ writes one winsize into the struct we own; fd 0 is ours.
-    if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
-        let _ = sb.call(
-            Request::Resize {
-                id: id.to_string(),
-                exec_id: None,
-                rows: ws.ws_row,
-                cols: ws.ws_col,
-            },
-            CALL_TIMEOUT,
-        );
-    }
+    let ok = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
 fn is_terminal(fd: i32) -> bool {

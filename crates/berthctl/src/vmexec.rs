@@ -35,6 +35,9 @@ pub struct ExecRequest {
     /// The client terminal's size, for a tty.
     pub rows: u16,
     pub cols: u16,
+    /// `-u`, resolved by the client: uid, gid and supplementary groups.
+    #[serde(default)]
+    pub user: Option<(u32, u32, Vec<u32>)>,
 }
 
 /// The monitor's answer.
@@ -156,6 +159,9 @@ fn start_exec(
     process["terminal"] = req.tty.into();
     if let Some(cwd) = &req.cwd {
         process["cwd"] = cwd.clone().into();
+    }
+    if let Some((uid, gid, groups)) = &req.user {
+        process["user"] = serde_json::json!({"uid": uid, "gid": gid, "additionalGids": groups});
     }
     let mut env: Vec<String> = process["env"]
         .as_array()

@@ -565,9 +565,17 @@ fn a_running_vm_container_is_listed_stopped_killed_and_removed_from_another_comm
         text.contains("/dev/pts/") && text.contains("30 90"),
         "{text}"
     );
-    let o = ctl.out(&["exec", "-u", "1000", "s1", "true"]);
-    assert!(String::from_utf8_lossy(&o.stderr)
-        .contains("exec -u into a VM container is not supported yet"));
+    // -u: resolved in the image's /etc/passwd (busybox's has nobody, 65534).
+    let o = ctl.out(&["exec", "-u", "nobody", "s1", "id"]);
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("uid=65534(nobody) gid=65534(nogroup)"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = ctl.out(&["exec", "-u", "no-such-user", "s1", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-user"));
     assert!(ctl.out(&["stop", "-t", "30", "s1"]).status.success());
     assert_eq!(
         wait_with_deadline(&mut child, Duration::from_secs(60)).code(),
