@@ -91,10 +91,18 @@ impl Records {
                 "container {}: create its directory",
                 r.name
             )))?;
-        self.save(r)
+        self.save_locked(r)
     }
 
+    /// Writes a container's record. Under the lock, so that it cannot interleave with
+    /// [`Records::remove`] (a detached container's monitor records the exit while `rm -f`
+    /// removes the directory: a record written in the middle left the directory not empty).
     pub fn save(&self, r: &Record) -> Result<()> {
+        let _lock = self.lock()?;
+        self.save_locked(r)
+    }
+
+    fn save_locked(&self, r: &Record) -> Result<()> {
         let dir = self.dir(&r.id);
         let data = serde_json::to_vec_pretty(r).expect("records serialize");
         write_atomic(&dir.join("record.json"), &data)
@@ -147,6 +155,7 @@ impl Records {
 
     /// Removes a container's directory and record; gone already is fine.
     pub fn remove(&self, id: &str) -> Result<()> {
+        let _lock = self.lock()?;
         let d = self.dir(id);
         match fs::remove_dir_all(&d) {
             Ok(()) => Ok(()),
