@@ -416,18 +416,27 @@ fn finish(s: &Store, r: &Record, code: u8) {
     if let Err(e) = s.runtime.delete(&r.id, true) {
         eprintln!("berthctl: container {}: delete: {}", r.name, e.chain());
     }
-    if r.auto_remove {
-        if let Err(e) = remove_container(s, r) {
-            eprintln!("berthctl: container {}: remove: {e:#}", r.name);
+    conclude(s, r, Some(code));
+}
+
+/// After a container has ended: everything removed with --rm, or when it failed (`None`);
+/// else its snapshot unmounted and its exit status recorded. Process and VM containers.
+pub(crate) fn conclude(s: &Store, r: &Record, code: Option<u8>) {
+    match code {
+        Some(code) if !r.auto_remove => {
+            let _ = s.snapshots.unmount(&r.id);
+            if let Ok(mut rec) = s.records.load(&r.id) {
+                rec.exit_code = Some(code as i32);
+                rec.finished = Some(now());
+                if let Err(e) = s.records.save(&rec) {
+                    eprintln!("berthctl: {e:#}");
+                }
+            }
         }
-        return;
-    }
-    let _ = s.snapshots.unmount(&r.id);
-    if let Ok(mut rec) = s.records.load(&r.id) {
-        rec.exit_code = Some(code as i32);
-        rec.finished = Some(now());
-        if let Err(e) = s.records.save(&rec) {
-            eprintln!("berthctl: {e:#}");
+        _ => {
+            if let Err(e) = remove_container(s, r) {
+                eprintln!("berthctl: container {}: remove: {e:#}", r.name);
+            }
         }
     }
 }

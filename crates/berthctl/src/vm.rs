@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use berth_agent_proto::{Event, Request, Rootfs, Stdio};
-use berth_engine::records::now;
 use berth_engine::{Record, Store};
 use berth_microvm::shares::{self, Volume};
 use berth_microvm::{assets, layers::LayerImages, sandbox, sizing, Incoming, Sandbox};
@@ -24,7 +23,6 @@ use berth_vm::kernel::{self, GuestKernel};
 use berth_vm::qemu::Qemu;
 
 use crate::cli;
-use crate::containers::remove_container;
 use crate::vmexec::{self, Execs};
 
 const STDIN: u32 = 1;
@@ -328,7 +326,7 @@ pub fn run(s: &Store, r: &Record, a: &VmOptions, ready: Option<File>) -> Result<
             None
         }
     };
-    finish(s, r, code);
+    crate::run::conclude(s, r, code);
     result.with_context(|| format!("container {}", r.name))
 }
 
@@ -667,26 +665,4 @@ fn terminal_size() -> Option<(u16, u16)> {
 fn is_terminal(fd: i32) -> bool {
     // SAFETY: isatty only inspects the descriptor.
     unsafe { libc::isatty(fd) == 1 }
-}
-
-/// After the container exits (or fails): its exit status recorded, or everything removed
-/// with --rm or on failure.
-fn finish(s: &Store, r: &Record, code: Option<u8>) {
-    match code {
-        Some(code) if !r.auto_remove => {
-            let _ = s.snapshots.unmount(&r.id);
-            if let Ok(mut rec) = s.records.load(&r.id) {
-                rec.exit_code = Some(code as i32);
-                rec.finished = Some(now());
-                if let Err(e) = s.records.save(&rec) {
-                    eprintln!("berthctl: {e:#}");
-                }
-            }
-        }
-        _ => {
-            if let Err(e) = remove_container(s, r) {
-                eprintln!("berthctl: container {}: remove: {e:#}", r.name);
-            }
-        }
-    }
 }

@@ -106,6 +106,28 @@ fn processes() -> Vec<(i32, String)> {
     out
 }
 
+/// Runs berthctl with `args` (shell words) on a terminal of `rows` x `cols` of its own,
+/// which script(1) gives it.
+fn in_terminal(ctl: &Ctl, rows: u16, cols: u16, args: &str) -> Output {
+    let cmd = ctl.cmd(&[]);
+    let mut line = format!(
+        "stty rows {rows} cols {cols}; BERTH_AGENT={} {}",
+        berth_testkit::static_agent().display(),
+        cmd.get_program().to_string_lossy()
+    );
+    for a in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&a.to_string_lossy());
+    }
+    line.push(' ');
+    line.push_str(args);
+    Command::new("script")
+        .args(["-eqc", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// Starts berthctl with stdout piped and waits for `line` on it.
 fn spawn_until(
     ctl: &Ctl,
@@ -215,23 +237,12 @@ fn a_terminal_is_given_with_the_callers_size() {
     let Some(ctl) = Ctl::new("a_terminal_is_given_with_the_callers_size") else {
         return;
     };
-    // script(1) gives berthctl a terminal of its own.
-    let cmd = ctl.cmd(&[]);
-    let mut line = format!(
-        "stty rows 40 cols 100; BERTH_AGENT={} {}",
-        berth_testkit::static_agent().display(),
-        cmd.get_program().to_string_lossy()
+    let o = in_terminal(
+        &ctl,
+        40,
+        100,
+        "run --rm -t --isolation vm berth-busybox sh -c 'tty; stty size; exit 5'",
     );
-    for a in cmd.get_args() {
-        line.push(' ');
-        line.push_str(&a.to_string_lossy());
-    }
-    line.push_str(" run --rm -t --isolation vm berth-busybox sh -c 'tty; stty size; exit 5'");
-    let o = Command::new("script")
-        .args(["-eqc", &line, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     eprintln!("{out}");
     assert_eq!(o.status.code(), Some(5), "{out}");
@@ -542,23 +553,8 @@ fn a_running_vm_container_is_listed_stopped_killed_and_removed_from_another_comm
     let o = exec.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "HELLO EXEC\n");
-    // -t: a pty of the caller's size (script(1) gives berthctl a terminal).
-    let cmd = ctl.cmd(&[]);
-    let mut line = format!(
-        "stty rows 30 cols 90; BERTH_AGENT={} {}",
-        berth_testkit::static_agent().display(),
-        cmd.get_program().to_string_lossy()
-    );
-    for a in cmd.get_args() {
-        line.push(' ');
-        line.push_str(&a.to_string_lossy());
-    }
-    line.push_str(" exec -t s1 sh -c 'tty; stty size; exit 6'");
-    let o = Command::new("script")
-        .args(["-eqc", &line, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    // -t: a pty of the caller's size.
+    let o = in_terminal(&ctl, 30, 90, "exec -t s1 sh -c 'tty; stty size; exit 6'");
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(6), "{text}");
     assert!(
